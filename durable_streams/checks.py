@@ -1,0 +1,64 @@
+"""System checks for configurations the app cannot work with."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+from django.db import connections
+
+from .conf import ds_settings
+
+
+@register(Tags.database, Tags.compatibility)
+def check_database(app_configs=None, **kwargs) -> list:
+    alias = ds_settings.DATABASE_ALIAS
+    if alias not in settings.DATABASES:
+        return [
+            Error(
+                f"DURABLE_STREAMS['DATABASE_ALIAS'] names {alias!r}, which is not in DATABASES.",
+                id="durable_streams.E001",
+            )
+        ]
+    vendor = connections[alias].vendor
+    if vendor != "postgresql":
+        return [
+            Error(
+                f"Durable Streams needs PostgreSQL; database {alias!r} is {vendor}.",
+                hint="Point DATABASES[%r] at a PostgreSQL server (psycopg 3)." % alias,
+                id="durable_streams.E002",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_asgi(app_configs=None, **kwargs) -> list:
+    if not getattr(settings, "ASGI_APPLICATION", None):
+        return [
+            Error(
+                "Live reads (long-poll and SSE) need an ASGI server: ASGI_APPLICATION is not set.",
+                hint="Set ASGI_APPLICATION (e.g. 'myproject.asgi.application') and serve it "
+                "with daphne, or add 'daphne' to INSTALLED_APPS.",
+                id="durable_streams.E003",
+            )
+        ]
+    return []
+
+
+@register()
+def check_settings(app_configs=None, **kwargs) -> list:
+    problems = []
+    for key in ds_settings.unknown_keys():
+        problems.append(
+            Warning(f"Unknown DURABLE_STREAMS setting {key!r}.", id="durable_streams.W001")
+        )
+    for key in ("LONG_POLL_TIMEOUT", "SSE_MAX_DURATION", "MAX_CHUNK_SIZE", "MAX_APPEND_SIZE", "DB_THREADS"):
+        value = getattr(ds_settings, key)
+        if not isinstance(value, (int, float)) or value <= 0:
+            problems.append(
+                Error(
+                    f"DURABLE_STREAMS[{key!r}] must be a positive number, not {value!r}.",
+                    id="durable_streams.E004",
+                )
+            )
+    return problems

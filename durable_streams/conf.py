@@ -1,0 +1,81 @@
+"""The ``DURABLE_STREAMS`` setting, read lazily and merged with defaults.
+
+Every key is documented in the README's settings reference. The merged dict is
+cached and dropped whenever Django's ``setting_changed`` signal fires, so
+``override_settings(DURABLE_STREAMS=...)`` works in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Seconds a long-poll request waits for new data before answering 204.
+    "LONG_POLL_TIMEOUT": 30.0,
+    # Seconds after which the server ends an SSE response (spec 10.2: ~60 s).
+    "SSE_MAX_DURATION": 60.0,
+    # Seconds between SSE keep-alive comments while no data flows.
+    "SSE_KEEPALIVE_INTERVAL": 15.0,
+    # Largest body of one catch-up response, in bytes; longer reads are split.
+    "MAX_CHUNK_SIZE": 1024 * 1024,
+    # Largest accepted PUT/POST body, in bytes; larger ones answer 413.
+    "MAX_APPEND_SIZE": 64 * 1024 * 1024,
+    # Cache-Control of catch-up and long-poll 200 responses (spec section 10.1).
+    "CACHE_CONTROL": "public, max-age=60, stale-while-revalidate=300",
+    # Origins allowed by CORS; ["*"] allows any origin, [] disables CORS headers.
+    "CORS_ALLOWED_ORIGINS": ["*"],
+    # Value of the Cross-Origin-Resource-Policy header (spec 12.7).
+    "CROSS_ORIGIN_RESOURCE_POLICY": "cross-origin",
+    # Database alias that holds the stream tables.
+    "DATABASE_ALIAS": "default",
+    # Postgres NOTIFY channel used to wake live readers in every process.
+    "NOTIFY_CHANNEL": "durable_streams",
+    # Threads that run database work for the async views (one connection each).
+    "DB_THREADS": 8,
+    # Live-read cursor interval in seconds and its epoch (spec 10.1).
+    "CURSOR_INTERVAL": 20,
+    "CURSOR_EPOCH": 1728432000,  # 2024-10-09T00:00:00Z
+    # While the notification listener is down, waiting readers re-read this often.
+    "FALLBACK_POLL_INTERVAL": 1.0,
+}
+
+
+class Settings:
+    """Attribute access to ``DURABLE_STREAMS`` merged over :data:`DEFAULTS`."""
+
+    _cache: dict[str, Any] | None = None
+
+    def _merged(self) -> dict[str, Any]:
+        if self._cache is None:
+            user = getattr(settings, "DURABLE_STREAMS", None) or {}
+            merged = {**DEFAULTS, **user}
+            self.__class__._cache = merged
+        return self._cache  # type: ignore[return-value]
+
+    def __getattr__(self, name: str) -> Any:
+        merged = self._merged()
+        try:
+            return merged[name]
+        except KeyError:
+            raise AttributeError(f"Unknown DURABLE_STREAMS setting {name!r}") from None
+
+    def unknown_keys(self) -> list[str]:
+        user = getattr(settings, "DURABLE_STREAMS", None) or {}
+        return sorted(set(user) - set(DEFAULTS))
+
+    @classmethod
+    def reset(cls) -> None:
+        cls._cache = None
+
+
+ds_settings = Settings()
+
+
+@receiver(setting_changed)
+def _reset_on_change(*, setting: str, **kwargs: Any) -> None:
+    if setting == "DURABLE_STREAMS":
+        Settings.reset()

@@ -1,0 +1,42 @@
+"""Protocol errors. Each carries the HTTP status and headers it answers with."""
+
+from __future__ import annotations
+
+
+class StreamError(Exception):
+    """A request the protocol rejects; ``status`` is the HTTP status code."""
+
+    status = 400
+
+    def __init__(
+        self, message: str, *, status: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+
+class BadRequest(StreamError):
+    status = 400
+
+
+class Forbidden(StreamError):
+    status = 403
+
+
+class NotFound(StreamError):
+    status = 404
+
+
+class Conflict(StreamError):
+    status = 409
+
+
+class Gone(StreamError):
+    status = 410
+
+
+class PayloadTooLarge(StreamError):
+    status = 413

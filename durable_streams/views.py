@@ -1,0 +1,494 @@
+"""The protocol over HTTP: PUT, POST, GET (catch-up, long-poll, SSE), HEAD, DELETE.
+
+One async view serves every stream URL. Request parsing and response headers
+live here; every stored byte goes through :mod:`durable_streams.storage`, run
+on database threads so the event loop never blocks on Postgres.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import datetime as dt
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from . import content, offsets, storage
+from .conf import ds_settings
+from .exceptions import BadRequest, PayloadTooLarge, StreamError
+from .executor import run
+from .live import next_cursor, watch
+from .producers import from_headers
+
+logger = logging.getLogger("durable_streams.requests")
+
+_TTL = re.compile(r"0|[1-9][0-9]*")
+# Beyond this a TTL is surely a mistake, and timedelta would overflow anyway.
+_MAX_TTL = 100 * 365 * 24 * 3600
+_MAX_PATH = 1024
+
+EXPOSED_HEADERS = ", ".join(
+    [
+        "Stream-Next-Offset",
+        "Stream-Cursor",
+        "Stream-Up-To-Date",
+        "Stream-Closed",
+        "Stream-TTL",
+        "Stream-Expires-At",
+        "Stream-SSE-Data-Encoding",
+        "Producer-Epoch",
+        "Producer-Seq",
+        "Producer-Expected-Seq",
+        "Producer-Received-Seq",
+        "ETag",
+        "Location",
+        "Content-Type",
+    ]
+)
+ALLOWED_METHODS = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
+ALLOWED_HEADERS = ", ".join(
+    [
+        "Content-Type",
+        "Authorization",
+        "If-None-Match",
+        "Stream-TTL",
+        "Stream-Expires-At",
+        "Stream-Seq",
+        "Stream-Closed",
+        "Stream-Forked-From",
+        "Stream-Fork-Offset",
+        "Stream-Fork-Sub-Offset",
+        "Producer-Id",
+        "Producer-Epoch",
+        "Producer-Seq",
+    ]
+)
+
+
+@csrf_exempt
+async def stream_view(request: HttpRequest, stream_path: str) -> HttpResponse:
+    """Serve one stream URL."""
+    handler = _HANDLERS.get(request.method or "")
+    try:
+        _check_path(stream_path)
+        if handler is None:
+            response: HttpResponse = HttpResponse(
+                "method not allowed\n", status=405, content_type="text/plain; charset=utf-8"
+            )
+            response["Allow"] = ALLOWED_METHODS
+        else:
+            response = await handler(request, stream_path)
+    except StreamError as exc:
+        response = _error(exc)
+        if exc.status >= 500 or exc.status == 413:
+            logger.warning("%s %s -> %s %s", request.method, request.path, exc.status, exc.message)
+    _common_headers(request, response)
+    return response
+
+
+def _empty(status: int) -> HttpResponse:
+    """A response without a body, and so without a Content-Type."""
+    response = _empty(status)
+    del response["Content-Type"]
+    return response
+
+
+def _error(exc: StreamError) -> HttpResponse:
+    response = HttpResponse(
+        exc.message + "\n", status=exc.status, content_type="text/plain; charset=utf-8"
+    )
+    for name, value in exc.headers.items():
+        response[name] = value
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _common_headers(request: HttpRequest, response: HttpResponse) -> None:
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cross-Origin-Resource-Policy"] = ds_settings.CROSS_ORIGIN_RESOURCE_POLICY
+    origin = request.headers.get("Origin")
+    allowed = ds_settings.CORS_ALLOWED_ORIGINS
+    if "*" in allowed:
+        response["Access-Control-Allow-Origin"] = "*"
+    elif origin and origin in allowed:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Vary"] = "Origin"
+    else:
+        return
+    response["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+
+
+def _check_path(path: str) -> None:
+    if len(path) > _MAX_PATH:
+        raise BadRequest("stream path too long")
+    if "\x00" in path or any(seg in (".", "..") for seg in path.split("/")):
+        raise BadRequest("invalid stream path")
+
+
+# --- request parsing -----------------------------------------------------------------
+
+
+def _flag(request: HttpRequest, name: str) -> bool:
+    """Presence headers count only with the value ``true`` (spec 4.1)."""
+    return request.headers.get(name, "").strip().lower() == "true"
+
+
+def _read_body(request: HttpRequest) -> bytes:
+    limit = int(ds_settings.MAX_APPEND_SIZE)
+    declared = request.META.get("CONTENT_LENGTH")
+    if declared:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        except ValueError:
+            raise BadRequest("invalid Content-Length") from None
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"body exceeds {limit} bytes")
+    return body
+
+
+def _parse_ttl(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not _TTL.fullmatch(value):
+        raise BadRequest("Stream-TTL must be a non-negative integer number of seconds")
+    ttl = int(value)
+    if ttl > _MAX_TTL:
+        raise BadRequest("Stream-TTL is too large")
+    return ttl
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _parse_expires_at(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not _RFC3339.fullmatch(value):
+        raise BadRequest("Stream-Expires-At must be an RFC 3339 timestamp")
+    try:
+        return dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest("Stream-Expires-At must be an RFC 3339 timestamp") from None
+
+
+def format_expires_at(value: dt.datetime) -> str:
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _parse_offset(value: str | None) -> int | None:
+    """A position, or None for ``now`` (the tail)."""
+    if value is None or value == offsets.BEGINNING:
+        return 0
+    if value == offsets.NOW:
+        return None
+    try:
+        return offsets.decode(value)
+    except offsets.InvalidOffset:
+        raise BadRequest("malformed offset") from None
+
+
+def _stream_headers(response: HttpResponse, meta: storage.StreamMeta) -> None:
+    if meta.ttl_seconds is not None:
+        response["Stream-TTL"] = str(meta.ttl_seconds)
+    if meta.expires_at is not None:
+        response["Stream-Expires-At"] = format_expires_at(meta.expires_at)
+
+
+# --- PUT: create -----------------------------------------------------------------------
+
+
+async def _put(request: HttpRequest, path: str) -> HttpResponse:
+    content_type = request.headers.get("Content-Type") or content.DEFAULT_CONTENT_TYPE
+    if not content.valid_content_type(content_type):
+        raise BadRequest("invalid Content-Type")
+    ttl = _parse_ttl(request.headers.get("Stream-TTL"))
+    expires_at = _parse_expires_at(request.headers.get("Stream-Expires-At"))
+    if ttl is not None and expires_at is not None:
+        raise BadRequest("use Stream-TTL or Stream-Expires-At, not both")
+    if request.headers.get("Stream-Forked-From") is not None:
+        raise StreamError("stream forking is not supported yet", status=501)
+    body = _read_body(request)
+    payload = content.parse_body(content_type, body, allow_empty_json=True) if body else None
+    created, meta = await run(
+        storage.create_stream,
+        path,
+        content_type=content_type,
+        ttl_seconds=ttl,
+        expires_at=expires_at,
+        closed=_flag(request, "Stream-Closed"),
+        payload=payload,
+    )
+    response = _empty(201 if created else 200)
+    response["Content-Type"] = meta.content_type
+    response["Stream-Next-Offset"] = meta.tail_offset
+    if created:
+        response["Location"] = request.build_absolute_uri(request.path)
+    if meta.closed:
+        response["Stream-Closed"] = "true"
+    _stream_headers(response, meta)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- POST: append / close ----------------------------------------------------------------
+
+
+async def _post(request: HttpRequest, path: str) -> HttpResponse:
+    producer = from_headers(
+        request.headers.get("Producer-Id"),
+        request.headers.get("Producer-Epoch"),
+        request.headers.get("Producer-Seq"),
+    )
+    body = _read_body(request)
+    content_type = request.headers.get("Content-Type")
+    payload = payload_error = None
+    if body:
+        try:
+            payload = content.parse_body(content_type or "", body, allow_empty_json=False)
+        except StreamError as exc:
+            payload_error = exc
+    result = await run(
+        storage.append,
+        path,
+        content_type=content_type,
+        payload=payload,
+        payload_error=payload_error,
+        close=_flag(request, "Stream-Closed"),
+        stream_seq=request.headers.get("Stream-Seq"),
+        producer=producer,
+    )
+    status = 200 if producer is not None and not result.duplicate else 204
+    response = _empty(status)
+    response["Stream-Next-Offset"] = result.next_offset
+    if result.closed:
+        response["Stream-Closed"] = "true"
+    if result.producer_epoch is not None:
+        response["Producer-Epoch"] = str(result.producer_epoch)
+        response["Producer-Seq"] = str(result.producer_seq)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- HEAD and DELETE ------------------------------------------------------------------------
+
+
+async def _head(request: HttpRequest, path: str) -> HttpResponse:
+    meta = await run(storage.require_stream, path)
+    response = _empty(200)
+    response["Content-Type"] = meta.content_type
+    response["Stream-Next-Offset"] = meta.tail_offset
+    if meta.closed:
+        response["Stream-Closed"] = "true"
+    _stream_headers(response, meta)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+async def _delete(request: HttpRequest, path: str) -> HttpResponse:
+    await run(storage.delete_stream, path)
+    response = _empty(204)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+async def _options(request: HttpRequest, path: str) -> HttpResponse:
+    response = _empty(204)
+    response["Access-Control-Allow-Methods"] = ALLOWED_METHODS
+    requested = request.headers.get("Access-Control-Request-Headers")
+    response["Access-Control-Allow-Headers"] = requested or ALLOWED_HEADERS
+    response["Access-Control-Max-Age"] = "86400"
+    response["Allow"] = ALLOWED_METHODS
+    return response
+
+
+# --- GET: catch-up, long-poll, SSE ---------------------------------------------------------
+
+
+async def _get(request: HttpRequest, path: str) -> HttpResponse:
+    live = request.GET.get("live")
+    raw_offset = request.GET.get("offset")
+    if raw_offset is not None and raw_offset == "":
+        raise BadRequest("empty offset")
+    position = _parse_offset(raw_offset)
+    if live is None:
+        return await _catch_up(request, path, position)
+    if live == "long-poll":
+        if raw_offset is None:
+            raise BadRequest("live reads need an offset")
+        return await _long_poll(request, path, position)
+    if live == "sse":
+        if raw_offset is None:
+            raise BadRequest("live reads need an offset")
+        return await _sse(request, path, position)
+    raise BadRequest("live must be long-poll or sse")
+
+
+def _etag(result: storage.ReadResult) -> str:
+    closed = ":c" if result.closed else ""
+    return f'"{result.stream.id}:{result.start}:{result.next_position}{closed}"'
+
+
+def _read_response(result: storage.ReadResult, *, status: int = 200) -> HttpResponse:
+    response = HttpResponse(result.body, status=status)
+    response["Content-Type"] = result.stream.content_type
+    response["Stream-Next-Offset"] = result.next_offset
+    if result.up_to_date:
+        response["Stream-Up-To-Date"] = "true"
+    if result.closed:
+        response["Stream-Closed"] = "true"
+    return response
+
+
+def _empty_read(result: storage.ReadResult) -> bytes:
+    return b"[]" if result.stream.is_json else b""
+
+
+async def _catch_up(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
+    result = await run(storage.read, path, position)
+    if position is None:
+        # offset=now: no data, the tail, and nothing a cache should keep.
+        response = _read_response(result)
+        response.content = _empty_read(result)
+        response["Cache-Control"] = "no-store"
+        return response
+    etag = _etag(result)
+    if etag in _if_none_match(request):
+        response = _empty(304)
+        response["ETag"] = etag
+        response["Stream-Next-Offset"] = result.next_offset
+        response["Cache-Control"] = ds_settings.CACHE_CONTROL
+        return response
+    response = _read_response(result)
+    response["ETag"] = etag
+    response["Cache-Control"] = ds_settings.CACHE_CONTROL
+    return response
+
+
+def _if_none_match(request: HttpRequest) -> list[str]:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return []
+    return [tag.strip().removeprefix("W/") for tag in header.split(",")]
+
+
+async def _long_poll(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
+    cursor = next_cursor(request.GET.get("cursor"))
+    meta = await run(storage.require_stream, path)
+    deadline = time.monotonic() + float(ds_settings.LONG_POLL_TIMEOUT)
+    async with watch(meta.id) as changes:
+        result = await run(storage.read, path, position)
+        position = result.start
+        while not result.units and not result.closed:
+            if not await changes.wait(deadline - time.monotonic()):
+                if time.monotonic() >= deadline:
+                    break
+            result = await run(storage.read, path, position)
+    if result.units:
+        response = _read_response(result)
+        response["ETag"] = _etag(result)
+        response["Cache-Control"] = ds_settings.CACHE_CONTROL
+    else:
+        response = _empty(204)
+        response["Stream-Next-Offset"] = result.next_offset
+        response["Stream-Up-To-Date"] = "true"
+        if result.closed:
+            response["Stream-Closed"] = "true"
+        response["Cache-Control"] = "no-store"
+    if not result.closed:
+        response["Stream-Cursor"] = cursor
+    return response
+
+
+async def _sse(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
+    meta = await run(storage.require_stream, path)
+    if position is not None and position > meta.tail:
+        raise BadRequest("offset is beyond the end of the stream")
+    response = StreamingHttpResponse(
+        _sse_events(request, meta, position), content_type="text/event-stream"
+    )
+    if not content.is_text(meta.content_type):
+        response["Stream-SSE-Data-Encoding"] = "base64"
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _sse_event(event: str, payload: str) -> bytes:
+    lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(payload))
+    return f"event: {event}\n{lines}\n".encode()
+
+
+async def _sse_events(
+    request: HttpRequest, meta: storage.StreamMeta, position: int | None
+) -> AsyncIterator[bytes]:
+    text_mode = content.is_text(meta.content_type)
+    # Chunks may split a UTF-8 sequence; decode incrementally across events.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    cursor = next_cursor(request.GET.get("cursor"))
+    started = time.monotonic()
+    deadline = started + float(ds_settings.SSE_MAX_DURATION)
+    keepalive = float(ds_settings.SSE_KEEPALIVE_INTERVAL)
+    sent_control = False
+    async with watch(meta.id) as changes:
+        while True:
+            try:
+                result = await run(storage.read, meta.path, position)
+            except StreamError:
+                return  # deleted or expired while we streamed: end the response
+            position = result.next_position
+            if result.units:
+                if text_mode:
+                    payload = decoder.decode(result.body)
+                else:
+                    payload = base64.b64encode(result.body).decode("ascii")
+                yield _sse_event("data", payload)
+            if result.units or not sent_control or result.closed:
+                control: dict[str, object] = {"streamNextOffset": result.next_offset}
+                if result.closed:
+                    control["streamClosed"] = True
+                else:
+                    control["streamCursor"] = cursor
+                if result.up_to_date:
+                    control["upToDate"] = True
+                yield _sse_event("control", json.dumps(control, separators=(",", ":")))
+                sent_control = True
+                if result.closed:
+                    return
+                if not result.up_to_date:
+                    continue
+            # Caught up: wait for a change, sending keep-alive comments.
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                if await changes.wait(min(keepalive, remaining)):
+                    break
+                if not changes.healthy:
+                    break  # listener down: re-read on the fallback interval
+                if time.monotonic() < deadline:
+                    yield b": keep-alive\n\n"
+
+
+_HANDLERS = {
+    "GET": _get,
+    "HEAD": _head,
+    "PUT": _put,
+    "POST": _post,
+    "DELETE": _delete,
+    "OPTIONS": _options,
+}
