@@ -6,14 +6,19 @@ are minted under the stream's row lock inside the append transaction, so they
 are gap-free per stream and never depend on commit order or clocks. Forks
 share their source's offset space, so a position means the same thing on both.
 
-The token is the position zero-padded to a fixed width: lexicographic order is
-numeric order, and it never collides with the sentinels ``-1`` and ``now``.
+The token is the position as 32 zero-padded digits in two groups of 16
+(``0000000000000000_0000000000000042``): fixed width, so lexicographic order is
+numeric order; URL-safe; never one of the sentinels ``-1`` and ``now``; and
+the same shape as the reference server's, which clients and tests expect.
 """
 
 from __future__ import annotations
 
-WIDTH = 20
-MAX_POSITION = 10**WIDTH - 1
+import re
+
+_GROUP = 10**16
+MAX_POSITION = _GROUP * _GROUP - 1
+_TOKEN = re.compile(r"[0-9]{16}_[0-9]{16}")
 
 BEGINNING = "-1"
 NOW = "now"
@@ -25,7 +30,8 @@ class InvalidOffset(ValueError):
 
 def encode(position: int) -> str:
     """Return the opaque token for ``position``."""
-    return f"{position:0{WIDTH}d}"
+    high, low = divmod(position, _GROUP)
+    return f"{high:016d}_{low:016d}"
 
 
 def decode(token: str) -> int:
@@ -34,6 +40,6 @@ def decode(token: str) -> int:
     Raises :class:`InvalidOffset` for anything else; sentinels are handled by
     the caller.
     """
-    if len(token) != WIDTH or not token.isascii() or not token.isdigit():
+    if not _TOKEN.fullmatch(token):
         raise InvalidOffset("malformed offset")
-    return int(token)
+    return int(token[:16]) * _GROUP + int(token[17:])

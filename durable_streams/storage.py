@@ -423,7 +423,9 @@ def _fetch_segments(
     # a huge stream never loads more rows than one chunk needs. Binary rows
     # are cut in SQL to the part the read uses.
     size = "octet_length(data)" if json_mode else '"end" - GREATEST(start, %(pos)s)'
-    data = "data" if json_mode else "substring(data FROM GREATEST(%(pos)s - start, 0) + 1 FOR %(budget)s)"
+    data = "data" if json_mode else (
+        "substring(data FROM (GREATEST(%(pos)s - start, 0) + 1)::int FOR %(budget)s::int)"
+    )
     sql = (
         f'SELECT start, "end", {data}, boundaries FROM ('
         f'  SELECT *, sum({size}) OVER (ORDER BY "end") - {size} AS before FROM ('

@@ -94,7 +94,7 @@ async def stream_view(request: HttpRequest, stream_path: str) -> HttpResponse:
 
 def _empty(status: int) -> HttpResponse:
     """A response without a body, and so without a Content-Type."""
-    response = _empty(status)
+    response = HttpResponse(status=status)
     del response["Content-Type"]
     return response
 
@@ -269,7 +269,9 @@ async def _post(request: HttpRequest, path: str) -> HttpResponse:
         stream_seq=request.headers.get("Stream-Seq"),
         producer=producer,
     )
-    status = 200 if producer is not None and not result.duplicate else 204
+    # 200 marks new data from a producer; plain appends and closes answer 204.
+    appended = producer is not None and payload is not None and not result.duplicate
+    status = 200 if appended else 204
     response = _empty(status)
     response["Stream-Next-Offset"] = result.next_offset
     if result.closed:
@@ -318,8 +320,11 @@ async def _options(request: HttpRequest, path: str) -> HttpResponse:
 
 async def _get(request: HttpRequest, path: str) -> HttpResponse:
     live = request.GET.get("live")
-    raw_offset = request.GET.get("offset")
-    if raw_offset is not None and raw_offset == "":
+    given = request.GET.getlist("offset")
+    if len(given) > 1:
+        raise BadRequest("offset given more than once")
+    raw_offset = given[0] if given else None
+    if raw_offset == "":
         raise BadRequest("empty offset")
     position = _parse_offset(raw_offset)
     if live is None:
@@ -428,9 +433,14 @@ async def _sse(request: HttpRequest, path: str, position: int | None) -> HttpRes
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def _sse_event(event: str, payload: str) -> bytes:
-    lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(payload))
-    return f"event: {event}\n{lines}\n".encode()
+def _sse_event(event: str, payload: str) -> str:
+    # "data:" then the line; a line that itself starts with a space gets the
+    # one separator space SSE parsers strip, so its own space survives.
+    lines = "".join(
+        f"data: {line}\n" if line.startswith(" ") else f"data:{line}\n"
+        for line in _LINE_BREAK.split(payload)
+    )
+    return f"event: {event}\n{lines}\n"
 
 
 async def _sse_events(
@@ -451,12 +461,14 @@ async def _sse_events(
             except StreamError:
                 return  # deleted or expired while we streamed: end the response
             position = result.next_position
+            # A data event and its control event go out in one write.
+            out = ""
             if result.units:
                 if text_mode:
                     payload = decoder.decode(result.body)
                 else:
                     payload = base64.b64encode(result.body).decode("ascii")
-                yield _sse_event("data", payload)
+                out = _sse_event("data", payload)
             if result.units or not sent_control or result.closed:
                 control: dict[str, object] = {"streamNextOffset": result.next_offset}
                 if result.closed:
@@ -465,7 +477,8 @@ async def _sse_events(
                     control["streamCursor"] = cursor
                 if result.up_to_date:
                     control["upToDate"] = True
-                yield _sse_event("control", json.dumps(control, separators=(",", ":")))
+                out += _sse_event("control", json.dumps(control, separators=(",", ":")))
+                yield out.encode()
                 sent_control = True
                 if result.closed:
                     return

@@ -1,0 +1,55 @@
+# `make run` serves the example project; `make test` runs every test, the
+# official conformance suite included. Both set up everything they need.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Django 6 needs Python >= 3.12: the second test run uses its own venv.
+PYTHON_DJ6 ?= python3.12
+VENV_DJ6 ?= .venv-django6
+PORT ?= 4437
+CONFORMANCE := tests/conformance
+
+.PHONY: install run test pytest pytest-django6 conformance lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[example,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) example_project.asgi:application
+
+$(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package.json $(CONFORMANCE)/package-lock.json
+	cd $(CONFORMANCE) && npm ci --no-audit --no-fund
+	touch $@
+
+test: pytest pytest-django6 conformance
+
+# The system Postgres on 127.0.0.1:5432 when it answers, else an embedded one.
+pytest: install
+	DATABASE_URL=$$($(PY) -m example_project.embedded url durable_streams) $(PY) -m pytest
+
+$(VENV_DJ6)/.installed: pyproject.toml
+	test -x $(VENV_DJ6)/bin/python || $(PYTHON_DJ6) -m venv $(VENV_DJ6)
+	$(VENV_DJ6)/bin/python -m pip install -q --upgrade pip
+	$(VENV_DJ6)/bin/python -m pip install -q -e ".[example,test]" "django>=6.0,<6.1"
+	touch $@
+
+pytest-django6: $(VENV_DJ6)/.installed
+	DATABASE_URL=$$($(PY) -m example_project.embedded url durable_streams_dj6) \
+		$(VENV_DJ6)/bin/python -m pytest -p no:cacheprovider
+
+conformance: install $(CONFORMANCE)/node_modules/.installed
+	$(PY) $(CONFORMANCE)/run.py
+
+lint: install
+	$(VENV)/bin/ruff check durable_streams example_project tests
+	$(VENV)/bin/ruff format --check durable_streams tests
+
+clean:
+	rm -rf $(VENV) $(VENV_DJ6) $(CONFORMANCE)/node_modules

@@ -1,0 +1,88 @@
+"""Run the official conformance suite against a daphne server started here.
+
+Creates a fresh database, migrates it, serves the example project on a free
+loopback port with a short long-poll timeout (the suite's per-test limit is a
+few seconds), runs vitest, stops the server and exits with vitest's status.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_database_url(name: str) -> str:
+    sys.path.insert(0, str(ROOT))
+    from example_project.embedded import database_url
+
+    url = database_url("postgres")
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url + "/v1/stream/__ready__", timeout=1)
+        except urllib.error.HTTPError:
+            return  # any HTTP answer (404) means it serves
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("server did not start")
+
+
+def main() -> int:
+    env = dict(os.environ)
+    env["DATABASE_URL"] = fresh_database_url("durable_streams_conformance")
+    env["LONG_POLL_TIMEOUT"] = env.get("CONFORMANCE_LONG_POLL_TIMEOUT", "1")
+    env["DJANGO_DEBUG"] = "0"
+    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = open(ROOT / ".data" / "conformance-server.log", "w") if (ROOT / ".data").is_dir() else subprocess.DEVNULL
+    server = subprocess.Popen(
+        [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "example_project.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_ready(base, server)
+        env["CONFORMANCE_BASE_URL"] = base
+        env["CONFORMANCE_LONG_POLL_MS"] = str(int(float(env["LONG_POLL_TIMEOUT"]) * 1000))
+        return subprocess.run(["npx", "vitest", "run"], cwd=HERE, env=env).returncode
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
