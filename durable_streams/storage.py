@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from . import offsets
 from .conf import ds_settings
-from .content import Payload, is_json, same_type
+from .content import DEFAULT_CONTENT_TYPE, Payload, is_json, same_type
 from .exceptions import BadRequest, Conflict, Gone, NotFound, StreamError
 from .producers import Outcome, Producer, validate
 
@@ -136,11 +136,44 @@ def _fetch(cursor, path: str, *, lock: bool) -> StreamMeta | None:
     return StreamMeta.from_row(row) if row else None
 
 
+def _has_forks(cursor, stream_id: int) -> bool:
+    cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {_STREAM} WHERE forked_from_id = %s)", [stream_id])
+    return cursor.fetchone()[0]
+
+
+def _remove(cursor, meta: StreamMeta, now: dt.datetime) -> None:
+    """Delete a stream (spec 5.4): soft if forks still read its data, else for
+    good, then collect soft-deleted sources no fork needs any more (4.2)."""
+    if _has_forks(cursor, meta.id):
+        cursor.execute(
+            f"UPDATE {_STREAM} SET deleted_at = %s WHERE id = %s AND deleted_at IS NULL",
+            [now, meta.id],
+        )
+        cursor.execute(f"DELETE FROM {_PRODUCER} WHERE stream_id = %s", [meta.id])
+        _notify(cursor, meta.id)
+        return
+    stream_id, source_id = meta.id, meta.forked_from_id
+    while True:
+        _purge(cursor, stream_id)
+        if source_id is None:
+            return
+        # Lock the source so a concurrent fork of it cannot slip in between.
+        cursor.execute(
+            f"SELECT deleted_at, forked_from_id FROM {_STREAM} WHERE id = %s FOR UPDATE",
+            [source_id],
+        )
+        row = cursor.fetchone()
+        if row is None or row[0] is None or _has_forks(cursor, source_id):
+            return
+        stream_id, source_id = source_id, row[1]
+
+
 def _purge(cursor, stream_id: int) -> None:
     """Remove a stream and everything stored for it."""
     cursor.execute(f"DELETE FROM {_SEGMENT} WHERE stream_id = %s", [stream_id])
     cursor.execute(f"DELETE FROM {_PRODUCER} WHERE stream_id = %s", [stream_id])
     cursor.execute(f"DELETE FROM {_STREAM} WHERE id = %s", [stream_id])
+    _chains.pop(stream_id, None)
     _notify(cursor, stream_id)
 
 
@@ -150,10 +183,13 @@ def _notify(cursor, stream_id: int) -> None:
 
 
 def _live(cursor, meta: StreamMeta | None, now: dt.datetime) -> StreamMeta | None:
-    """``meta`` unless it is expired; expired streams are removed (locked callers only)."""
-    if meta is not None and meta.is_expired(now):
-        _purge(cursor, meta.id)
-        return None
+    """``meta`` unless it is expired; expired streams are removed (locked callers
+    only). One that forks still read is soft-deleted instead, so it answers 410."""
+    if meta is not None and meta.deleted_at is None and meta.is_expired(now):
+        _remove(cursor, meta, now)
+        cursor.execute(f"SELECT {_COLUMNS} FROM {_STREAM} WHERE id = %s", [meta.id])
+        row = cursor.fetchone()
+        return StreamMeta.from_row(row) if row else None
     return meta
 
 
@@ -201,33 +237,135 @@ def require_stream(path: str) -> StreamMeta:
     return meta
 
 
+# --- forks: the chain of streams a read stitches together ----------------------
+
+# A fork's ancestry (ids and fork positions) never changes, and an ancestor's
+# rows outlive every fork that reads them, so chains are cached per process.
+_chains: dict[int, list[tuple[int, int | None]]] = {}
+_CHAIN_CACHE_SIZE = 10_000
+
+
+def _chain(meta: StreamMeta) -> list[tuple[int, int | None]]:
+    """``[(stream id, fork position)]`` from ``meta`` up to its root stream."""
+    if meta.forked_from_id is None:
+        return [(meta.id, None)]
+    chain = _chains.get(meta.id)
+    if chain is None:
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                f"WITH RECURSIVE chain(id, forked_from_id, fork_offset, depth) AS ("
+                f"  SELECT id, forked_from_id, fork_offset, 0 FROM {_STREAM} WHERE id = %s"
+                f"  UNION ALL"
+                f"  SELECT s.id, s.forked_from_id, s.fork_offset, c.depth + 1"
+                f"  FROM {_STREAM} s JOIN chain c ON s.id = c.forked_from_id"
+                f") SELECT id, fork_offset FROM chain ORDER BY depth",
+                [meta.id],
+            )
+            chain = [(row[0], row[1]) for row in cursor.fetchall()]
+        if len(_chains) >= _CHAIN_CACHE_SIZE:
+            _chains.clear()
+        _chains[meta.id] = chain
+    return chain
+
+
+def _layers(meta: StreamMeta, tail: int | None = None) -> list[tuple[int, int, int]]:
+    """``[(stream id, lo, hi)]``: which stream stores each range of positions
+    below ``tail`` (default: the stream's tail), in position order."""
+    hi = meta.tail if tail is None else tail
+    layers = []
+    for stream_id, fork_offset in _chain(meta):
+        lo = fork_offset or 0
+        if lo < hi:
+            layers.append((stream_id, lo, hi))
+            hi = lo
+    layers.reverse()
+    return layers
+
+
+@dataclass(frozen=True)
+class ForkSpec:
+    """The fork headers of a PUT (spec 4.2)."""
+
+    source_path: str
+    # None: the source's tail at creation time.
+    offset: int | None = None
+    sub_offset: int = 0
+
+
+def _resolve_fork(cursor, fork: ForkSpec, now: dt.datetime) -> tuple[StreamMeta, int]:
+    """Lock the fork's source and return it with the fork position."""
+    source = _live(cursor, _fetch(cursor, fork.source_path, lock=True), now)
+    if source is None:
+        raise NotFound("fork source stream not found")
+    if source.deleted_at is not None:
+        raise Conflict("fork source stream was deleted")
+    anchor = source.tail if fork.offset is None else fork.offset
+    if anchor > source.tail:
+        raise BadRequest("Stream-Fork-Offset is beyond the source's tail")
+    if not fork.sub_offset:
+        return source, anchor
+    # The sub-offset counts units into the data that starts at the anchor and
+    # may not run past the end of that append (or of an inherited slice of it).
+    for stream_id, lo, hi in _layers(source):
+        if lo <= anchor < hi:
+            cursor.execute(
+                f'SELECT "end" FROM {_SEGMENT} WHERE stream_id = %s AND "end" > %s'
+                f' AND start <= %s ORDER BY "end" LIMIT 1',
+                [stream_id, anchor, anchor],
+            )
+            row = cursor.fetchone()
+            if row and anchor + fork.sub_offset <= min(row[0], hi):
+                return source, anchor + fork.sub_offset
+            break
+    raise BadRequest("Stream-Fork-Sub-Offset is past the next data boundary")
+
+
 # --- create -----------------------------------------------------------------
 
 
 def create_stream(
     path: str,
     *,
-    content_type: str,
+    content_type: str | None,
     ttl_seconds: int | None = None,
     expires_at: dt.datetime | None = None,
     closed: bool = False,
     payload: Payload | None = None,
+    fork: ForkSpec | None = None,
 ) -> tuple[bool, StreamMeta]:
     """Create a stream, or confirm an identical one exists (spec 5.1).
 
+    With ``fork``, the stream branches from its source at the fork position
+    and shares the source's offsets below it (spec 4.2); nothing is copied.
+    ``content_type`` None means the source's type (forks) or the default.
     Returns ``(created, meta)``. Raises :class:`Conflict` when a stream with a
     different configuration (or closure status) already exists.
     """
     now = timezone.now()
     with _atomic(), _connection().cursor() as cursor:
         existing = _live(cursor, _fetch(cursor, path, lock=True), now)
+        source_id = fork_offset = None
+        if fork is not None:
+            source, fork_offset = _resolve_fork(cursor, fork, now)
+            source_id = source.id
+            if content_type is None:
+                content_type = source.content_type
+            elif not same_type(content_type, source.content_type):
+                raise Conflict("Content-Type does not match the fork source")
+            if ttl_seconds is None and expires_at is None:
+                # Inherit the source's expiry (spec 4.2 table).
+                ttl_seconds, expires_at = source.ttl_seconds, source.expires_at
+        elif content_type is None:
+            content_type = DEFAULT_CONTENT_TYPE
         if existing is None:
+            tail = fork_offset or 0
             cursor.execute(
                 f"INSERT INTO {_STREAM} (path, content_type, ttl_seconds, expires_at, closed,"
-                " tail, created_at, last_access_at)"
-                " VALUES (%s, %s, %s, %s, %s, 0, %s, %s)"
+                " tail, created_at, last_access_at, forked_from_id, fork_offset)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 f" ON CONFLICT (path) DO NOTHING RETURNING {_COLUMNS}",
-                [path, content_type, ttl_seconds, expires_at, closed, now, now],
+                [path, content_type, ttl_seconds, expires_at, closed, tail, now, now,
+                 source_id, fork_offset],
             )
             row = cursor.fetchone()
             if row is None:
@@ -236,10 +374,10 @@ def create_stream(
             else:
                 meta = StreamMeta.from_row(row)
                 if payload is not None and payload.units:
-                    _insert_segment(cursor, meta.id, 0, payload)
+                    _insert_segment(cursor, meta.id, tail, payload)
                     cursor.execute(
                         f"UPDATE {_STREAM} SET tail = %s WHERE id = %s RETURNING {_COLUMNS}",
-                        [payload.units, meta.id],
+                        [tail + payload.units, meta.id],
                     )
                     meta = StreamMeta.from_row(cursor.fetchone())
                 return True, meta
@@ -251,6 +389,8 @@ def create_stream(
             and existing.ttl_seconds == ttl_seconds
             and existing.expires_at == expires_at
             and existing.closed == closed
+            and existing.forked_from_id == source_id
+            and existing.fork_offset == fork_offset
         ):
             raise Conflict("stream already exists with a different configuration")
         return False, existing
@@ -391,28 +531,36 @@ def read(path: str, position: int | None, *, max_bytes: int | None = None) -> Re
 
 
 def _read_range(meta: StreamMeta, position: int, budget: int) -> tuple[list[bytes], int]:
-    """Pieces of stored data from ``position`` up to the tail, within ``budget``."""
+    """Pieces of stored data from ``position`` up to the tail, within ``budget``.
+
+    A fork's positions are spread over its chain; each layer is read from the
+    stream that stores it, so reading never depends on inherited data size.
+    """
     pieces: list[bytes] = []
     used = 0
     pos = position
     json_mode = meta.is_json
-    while pos < meta.tail and used < budget:
-        rows = _fetch_segments(meta.id, pos, meta.tail, budget - used, json_mode)
-        if not rows:
-            break  # defensive: a tail with no rows would otherwise spin
-        for start, end, data, bounds in rows:
-            if json_mode:
-                piece, taken = _json_slice(data, bounds, pos - start, end - start, budget - used, not pieces)
-            else:
-                piece = bytes(data[: budget - used])
-                taken = len(piece)
-            if not taken:
-                return pieces, pos - position
-            pieces.append(piece)
-            used += len(piece)
-            pos += taken
-            if used >= budget or pos < end:
-                return pieces, pos - position
+    for stream_id, _lo, hi in _layers(meta):
+        while pos < hi and used < budget:
+            rows = _fetch_segments(stream_id, pos, hi, budget - used, json_mode)
+            if not rows:
+                return pieces, pos - position  # defensive: never spin on a gap
+            for start, end, data, bounds in rows:
+                end = min(end, hi)  # an ancestor's append may run past the fork point
+                if json_mode:
+                    piece, taken = _json_slice(
+                        data, bounds, pos - start, end - start, budget - used, not pieces
+                    )
+                else:
+                    piece = bytes(data[: min(budget - used, end - pos)])
+                    taken = len(piece)
+                if not taken:
+                    return pieces, pos - position
+                pieces.append(piece)
+                used += len(piece)
+                pos += taken
+                if used >= budget or pos < end:
+                    return pieces, pos - position
     return pieces, pos - position
 
 
@@ -443,7 +591,7 @@ def _fetch_segments(
 def _json_slice(
     data: bytes, bounds: list[int], first: int, count: int, budget: int, must_take: bool
 ) -> tuple[bytes, int]:
-    """Messages ``first..`` of a JSON segment that fit in ``budget`` bytes.
+    """Messages ``first..count`` of a JSON segment that fit in ``budget`` bytes.
 
     Takes at least one message when ``must_take`` so a message larger than
     the chunk size is still delivered.
@@ -452,7 +600,7 @@ def _json_slice(
     begin = bounds[first]
     last = count
     while last > first:
-        stop = bounds[last] - 1 if last < count else len(data)
+        stop = bounds[last] - 1 if last < len(bounds) else len(data)
         if stop - begin <= budget or (must_take and last == first + 1):
             return data[begin:stop], last - first
         last -= 1
@@ -463,10 +611,11 @@ def _json_slice(
 
 
 def delete_stream(path: str) -> None:
-    """Delete a stream and its data (spec 5.4)."""
+    """Delete a stream and its data (spec 5.4); soft-delete it while forks
+    still read it, and collect sources that no fork needs any more."""
     with _atomic(), _connection().cursor() as cursor:
-        meta = _require(cursor, path, timezone.now())
-        _purge(cursor, meta.id)
+        now = timezone.now()
+        _remove(cursor, _require(cursor, path, now), now)
 
 
 def iter_paths(prefix: str = "") -> Iterable[str]:

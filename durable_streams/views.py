@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import unquote
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -28,6 +29,7 @@ from .producers import from_headers
 
 logger = logging.getLogger("durable_streams.requests")
 
+# Non-negative decimal integers without sign, leading zeros or exponent.
 _TTL = re.compile(r"0|[1-9][0-9]*")
 # Beyond this a TTL is surely a mistake, and timedelta would overflow anyway.
 _MAX_TTL = 100 * 365 * 24 * 3600
@@ -206,21 +208,56 @@ def _stream_headers(response: HttpResponse, meta: storage.StreamMeta) -> None:
         response["Stream-Expires-At"] = format_expires_at(meta.expires_at)
 
 
+def _parse_fork(request: HttpRequest) -> storage.ForkSpec | None:
+    """The fork headers of a PUT, validated (spec 4.2)."""
+    source = request.headers.get("Stream-Forked-From")
+    offset = request.headers.get("Stream-Fork-Offset")
+    sub_offset = request.headers.get("Stream-Fork-Sub-Offset")
+    if source is None:
+        if offset is not None or sub_offset is not None:
+            raise BadRequest("Stream-Fork-Offset and -Sub-Offset need Stream-Forked-From")
+        return None
+    source = unquote(source.strip())
+    prefix = request.path[: len(request.path) - len(request.resolver_match.kwargs["stream_path"])]
+    if not source.startswith(prefix) or len(source) == len(prefix):
+        raise BadRequest("Stream-Forked-From must be the path of a stream on this server")
+    source_path = source[len(prefix) :]
+    _check_path(source_path)
+    position = None
+    if offset is not None:
+        position = _parse_offset(offset.strip())
+        if position is None:
+            raise BadRequest("Stream-Fork-Offset must be an offset")
+    sub = 0
+    if sub_offset is not None:
+        if not _TTL.fullmatch(sub_offset.strip()):
+            raise BadRequest("Stream-Fork-Sub-Offset must be a non-negative integer")
+        sub = int(sub_offset.strip())
+        if sub and offset is None:
+            raise BadRequest("Stream-Fork-Sub-Offset needs Stream-Fork-Offset")
+    return storage.ForkSpec(source_path, position, sub)
+
+
 # --- PUT: create -----------------------------------------------------------------------
 
 
 async def _put(request: HttpRequest, path: str) -> HttpResponse:
-    content_type = request.headers.get("Content-Type") or content.DEFAULT_CONTENT_TYPE
-    if not content.valid_content_type(content_type):
+    content_type = request.headers.get("Content-Type") or None
+    if content_type is not None and not content.valid_content_type(content_type):
         raise BadRequest("invalid Content-Type")
     ttl = _parse_ttl(request.headers.get("Stream-TTL"))
     expires_at = _parse_expires_at(request.headers.get("Stream-Expires-At"))
     if ttl is not None and expires_at is not None:
         raise BadRequest("use Stream-TTL or Stream-Expires-At, not both")
-    if request.headers.get("Stream-Forked-From") is not None:
-        raise StreamError("stream forking is not supported yet", status=501)
+    fork = _parse_fork(request)
     body = _read_body(request)
-    payload = content.parse_body(content_type, body, allow_empty_json=True) if body else None
+    payload = None
+    if body:
+        if fork is not None and content_type is None:
+            # The type is the source's: learn it to parse the initial body.
+            content_type = (await run(storage.require_stream, fork.source_path)).content_type
+        body_type = content_type or content.DEFAULT_CONTENT_TYPE
+        payload = content.parse_body(body_type, body, allow_empty_json=True)
     created, meta = await run(
         storage.create_stream,
         path,
@@ -229,6 +266,7 @@ async def _put(request: HttpRequest, path: str) -> HttpResponse:
         expires_at=expires_at,
         closed=_flag(request, "Stream-Closed"),
         payload=payload,
+        fork=fork,
     )
     response = _empty(201 if created else 200)
     response["Content-Type"] = meta.content_type
