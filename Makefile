@@ -4,8 +4,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Django 6 needs Python >= 3.12: the second test run uses its own venv.
-PYTHON_DJ6 ?= python3.12
+# Django 6 needs Python >= 3.12: the second test run uses its own venv. pyenv
+# shims answer "command not found" for versions not selected, so probe each.
+PYTHON_DJ6 ?= $(shell for p in python3.13 python3.12 $$(ls -d $$HOME/.pyenv/versions/3.1[23]*/bin/python3 2>/dev/null); do \
+	$$p -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && echo $$p && break; done)
 VENV_DJ6 ?= .venv-django6
 PORT ?= 4437
 CONFORMANCE := tests/conformance
@@ -35,6 +37,7 @@ pytest: install
 	DATABASE_URL=$$($(PY) -m example_project.embedded url durable_streams) $(PY) -m pytest
 
 $(VENV_DJ6)/.installed: pyproject.toml
+	@test -n "$(PYTHON_DJ6)" || (echo "Django 6 needs Python >= 3.12; none found (set PYTHON_DJ6)" && exit 1)
 	test -x $(VENV_DJ6)/bin/python || $(PYTHON_DJ6) -m venv $(VENV_DJ6)
 	$(VENV_DJ6)/bin/python -m pip install -q --upgrade pip
 	$(VENV_DJ6)/bin/python -m pip install -q -e ".[example,test]" "django>=6.0,<6.1"
