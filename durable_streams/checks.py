@@ -24,7 +24,7 @@ def check_database(app_configs=None, **kwargs) -> list:
         return [
             Error(
                 f"Durable Streams needs PostgreSQL; database {alias!r} is {vendor}.",
-                hint="Point DATABASES[%r] at a PostgreSQL server (psycopg 3)." % alias,
+                hint=f"Point DATABASES[{alias!r}] at a PostgreSQL server (psycopg 3).",
                 id="durable_streams.E002",
             )
         ]
@@ -52,7 +52,13 @@ def check_settings(app_configs=None, **kwargs) -> list:
         problems.append(
             Warning(f"Unknown DURABLE_STREAMS setting {key!r}.", id="durable_streams.W001")
         )
-    for key in ("LONG_POLL_TIMEOUT", "SSE_MAX_DURATION", "MAX_CHUNK_SIZE", "MAX_APPEND_SIZE", "DB_THREADS"):
+    for key in (
+        "LONG_POLL_TIMEOUT",
+        "SSE_MAX_DURATION",
+        "MAX_CHUNK_SIZE",
+        "MAX_APPEND_SIZE",
+        "DB_THREADS",
+    ):
         value = getattr(ds_settings, key)
         if not isinstance(value, (int, float)) or value <= 0:
             problems.append(

@@ -34,11 +34,17 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_ALIAS": "default",
     # Postgres NOTIFY channel used to wake live readers in every process.
     "NOTIFY_CHANNEL": "durable_streams",
-    # Threads that run database work for the async views (one connection each).
-    "DB_THREADS": 8,
+    # Connections of the async pool that serves the views, per process.
+    "DB_POOL_SIZE": 8,
+    # Threads that run blocking work (policies, the async API twins).
+    "DB_THREADS": 4,
     # Live-read cursor interval in seconds and its epoch (spec 10.1).
     "CURSOR_INTERVAL": 20,
     "CURSOR_EPOCH": 1728432000,  # 2024-10-09T00:00:00Z
+    # Group commit: concurrent appends share transactions. Batches in flight
+    # at once per process, and the most appends one transaction takes.
+    "GROUP_COMMIT_INFLIGHT": 4,
+    "GROUP_COMMIT_MAX_BATCH": 256,
     # While the notification listener is down, waiting readers re-read this often.
     "FALLBACK_POLL_INTERVAL": 1.0,
 }

@@ -1,9 +1,11 @@
 """Run storage calls from async code on a bounded pool of database threads.
 
-Each thread keeps its own Django connection (subject to ``CONN_MAX_AGE``), so
-the number of connections a process opens for async traffic is bounded by
-``DB_THREADS`` however many readers are waiting: waiting readers hold no
-thread and no connection, only the call that reads does.
+Each thread keeps its own Django connection for its whole life, whatever the
+project's ``CONN_MAX_AGE`` (Django's default of 0 would reconnect on every
+call and cut throughput several-fold), so the connections a process opens for
+stream traffic are bounded by ``DB_THREADS`` however many readers wait:
+waiting readers hold no thread and no connection, only the call that reads
+does. A connection that errored and no longer answers is replaced.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from django.db import close_old_connections
+from django.db import connections
 
 from .conf import ds_settings
 
@@ -36,14 +38,23 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
+def _ensure_usable() -> None:
+    """Django's close_if_unusable_or_obsolete() without the age limit."""
+    conn = connections[ds_settings.DATABASE_ALIAS]
+    if conn.connection is None:
+        return
+    if conn.in_atomic_block or conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]:
+        conn.close()  # left mid-transaction by a failed call: start clean
+    elif conn.errors_occurred:
+        if conn.is_usable():
+            conn.errors_occurred = False
+        else:
+            conn.close()  # e.g. the database restarted: reconnect on next use
+
+
 def _call(fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
-    # Same lifecycle as a Django request: drop broken or expired connections
-    # before and after, so a database restart heals on the next call.
-    close_old_connections()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        close_old_connections()
+    _ensure_usable()
+    return fn(*args, **kwargs)
 
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

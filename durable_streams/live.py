@@ -22,24 +22,12 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import psycopg
-from django.db import connections
 from psycopg import sql
 
 from .conf import ds_settings
+from .storage import connection_params
 
 logger = logging.getLogger("durable_streams.live")
-
-# Keys Django adds to connection params that only make sense for its own
-# synchronous connections.
-_DJANGO_ONLY_PARAMS = ("context", "cursor_factory", "server_side_binding", "assume_role")
-
-
-def connection_params() -> dict:
-    """Connection parameters of the stream database, for a raw psycopg connection."""
-    params = dict(connections[ds_settings.DATABASE_ALIAS].get_connection_params())
-    for key in _DJANGO_ONLY_PARAMS:
-        params.pop(key, None)
-    return params
 
 
 class Listener:
@@ -49,19 +37,20 @@ class Listener:
         self._waiters: dict[int, set[asyncio.Event]] = defaultdict(set)
         self._connected = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._woken_at: dict[int, float] = {}
         self.notifications = 0
 
     @property
     def healthy(self) -> bool:
         return self._connected.is_set()
 
-    async def start(self, timeout: float = 5.0) -> None:
+    async def start(self, wait: float = 5.0) -> None:
         """Start listening (once) and wait until LISTEN is in effect."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="durable-streams-listener")
         if not self._connected.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._connected.wait(), timeout)
+                await asyncio.wait_for(self._connected.wait(), wait)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -82,18 +71,25 @@ class Listener:
             waiters.discard(event)
             if not waiters:
                 del self._waiters[stream_id]
+                self._woken_at.pop(stream_id, None)
 
     def waiting(self) -> int:
         return sum(len(w) for w in self._waiters.values())
 
     def wake(self, stream_id: int) -> None:
-        for event in self._waiters.get(stream_id, ()):
-            event.set()
-
-    def wake_all(self) -> None:
-        for waiters in self._waiters.values():
+        waiters = self._waiters.get(stream_id)
+        if waiters:
+            self._woken_at[stream_id] = time.monotonic()
             for event in waiters:
                 event.set()
+
+    def wake_all(self) -> None:
+        for stream_id in list(self._waiters):
+            self.wake(stream_id)
+
+    def woken_at(self, stream_id: int) -> float:
+        """When readers of ``stream_id`` were last woken (monotonic clock)."""
+        return self._woken_at.get(stream_id, 0.0)
 
     async def _run(self) -> None:
         delay = 0.1
@@ -115,7 +111,7 @@ class Listener:
                             logger.warning("ignoring notification %r", note.payload)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure means reconnect
+            except Exception as exc:
                 logger.warning("stream notification listener lost: %s", exc)
             self._connected.clear()
             self.wake_all()
@@ -140,30 +136,34 @@ def get_listener() -> Listener:
 class Watch:
     """A subscription of one reader to one stream's changes."""
 
-    def __init__(self, listener: Listener, event: asyncio.Event) -> None:
+    def __init__(self, listener: Listener, stream_id: int, event: asyncio.Event) -> None:
         self._listener = listener
+        self._stream_id = stream_id
         self._event = event
+        # Reads started after this instant see every commit that woke us.
+        self.woken_at = time.monotonic()
 
     @property
     def healthy(self) -> bool:
         """Whether notifications are flowing (else callers poll)."""
         return self._listener.healthy
 
-    async def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for a change; True if woken.
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a change; True if woken.
 
         Returns early (False) while the listener is down, so the caller
         re-reads on the fallback interval.
         """
-        if timeout <= 0:
+        if seconds <= 0:
             return False
         if not self._listener.healthy:
-            timeout = min(timeout, float(ds_settings.FALLBACK_POLL_INTERVAL))
+            seconds = min(seconds, float(ds_settings.FALLBACK_POLL_INTERVAL))
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+            await asyncio.wait_for(self._event.wait(), seconds)
         except TimeoutError:
             return False
         self._event.clear()
+        self.woken_at = self._listener.woken_at(self._stream_id)
         return True
 
 
@@ -175,7 +175,7 @@ async def watch(stream_id: int) -> AsyncIterator[Watch]:
     await listener.start()
     event = listener.subscribe(stream_id)
     try:
-        yield Watch(listener, event)
+        yield Watch(listener, stream_id, event)
     finally:
         listener.unsubscribe(stream_id, event)
 

@@ -92,9 +92,7 @@ class ProducerState(models.Model):
     class Meta:
         db_table = "durable_streams_producer"
         constraints = [
-            models.UniqueConstraint(
-                fields=["stream", "producer_id"], name="ds_producer_stream_id"
-            ),
+            models.UniqueConstraint(fields=["stream", "producer_id"], name="ds_producer_stream_id"),
         ]
 
     def __str__(self) -> str:

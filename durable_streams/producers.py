@@ -49,7 +49,9 @@ def from_headers(producer_id: str | None, epoch: str | None, seq: str | None) ->
     if not producer_id.strip():
         raise BadRequest("Producer-Id must not be empty")
     return Producer(
-        producer_id, parse_int("Producer-Epoch", epoch.strip()), parse_int("Producer-Seq", seq.strip())
+        producer_id,
+        parse_int("Producer-Epoch", epoch.strip()),
+        parse_int("Producer-Seq", seq.strip()),
     )
 
 

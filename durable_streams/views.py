@@ -20,10 +20,9 @@ from urllib.parse import unquote
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import content, offsets, storage
+from . import content, groupcommit, offsets, storage
 from .conf import ds_settings
 from .exceptions import BadRequest, PayloadTooLarge, StreamError
-from .executor import run
 from .live import next_cursor, watch
 from .producers import from_headers
 
@@ -112,6 +111,10 @@ def _error(exc: StreamError) -> HttpResponse:
 
 
 def _common_headers(request: HttpRequest, response: HttpResponse) -> None:
+    if not response.streaming and "Content-Length" not in response:
+        # Not left to CommonMiddleware, which a project may not use: without
+        # it ASGI servers fall back to chunked encoding.
+        response["Content-Length"] = str(len(response.content))
     response["X-Content-Type-Options"] = "nosniff"
     response["Cross-Origin-Resource-Policy"] = ds_settings.CROSS_ORIGIN_RESOURCE_POLICY
     origin = request.headers.get("Origin")
@@ -168,9 +171,7 @@ def _parse_ttl(value: str | None) -> int | None:
     return ttl
 
 
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
 def _parse_expires_at(value: str | None) -> dt.datetime | None:
@@ -186,7 +187,7 @@ def _parse_expires_at(value: str | None) -> dt.datetime | None:
 
 
 def format_expires_at(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _parse_offset(value: str | None) -> int | None:
@@ -255,11 +256,10 @@ async def _put(request: HttpRequest, path: str) -> HttpResponse:
     if body:
         if fork is not None and content_type is None:
             # The type is the source's: learn it to parse the initial body.
-            content_type = (await run(storage.require_stream, fork.source_path)).content_type
+            content_type = (await storage.arequire_stream(fork.source_path)).content_type
         body_type = content_type or content.DEFAULT_CONTENT_TYPE
         payload = content.parse_body(body_type, body, allow_empty_json=True)
-    created, meta = await run(
-        storage.create_stream,
+    created, meta = await storage.acreate_stream(
         path,
         content_type=content_type,
         ttl_seconds=ttl,
@@ -297,15 +297,16 @@ async def _post(request: HttpRequest, path: str) -> HttpResponse:
             payload = content.parse_body(content_type or "", body, allow_empty_json=False)
         except StreamError as exc:
             payload_error = exc
-    result = await run(
-        storage.append,
-        path,
-        content_type=content_type,
-        payload=payload,
-        payload_error=payload_error,
-        close=_flag(request, "Stream-Closed"),
-        stream_seq=request.headers.get("Stream-Seq"),
-        producer=producer,
+    result = await groupcommit.append(
+        storage.AppendRequest(
+            path,
+            content_type=content_type,
+            payload=payload,
+            payload_error=payload_error,
+            close=_flag(request, "Stream-Closed"),
+            stream_seq=request.headers.get("Stream-Seq"),
+            producer=producer,
+        )
     )
     # 200 marks new data from a producer; plain appends and closes answer 204.
     appended = producer is not None and payload is not None and not result.duplicate
@@ -325,7 +326,7 @@ async def _post(request: HttpRequest, path: str) -> HttpResponse:
 
 
 async def _head(request: HttpRequest, path: str) -> HttpResponse:
-    meta = await run(storage.require_stream, path)
+    meta = await storage.arequire_stream(path)
     response = _empty(200)
     response["Content-Type"] = meta.content_type
     response["Stream-Next-Offset"] = meta.tail_offset
@@ -337,7 +338,7 @@ async def _head(request: HttpRequest, path: str) -> HttpResponse:
 
 
 async def _delete(request: HttpRequest, path: str) -> HttpResponse:
-    await run(storage.delete_stream, path)
+    await storage.adelete_stream(path)
     response = _empty(204)
     response["Cache-Control"] = "no-store"
     return response
@@ -399,7 +400,7 @@ def _empty_read(result: storage.ReadResult) -> bytes:
 
 
 async def _catch_up(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
-    result = await run(storage.read, path, position)
+    result = await storage.aread(path, position)
     if position is None:
         # offset=now: no data, the tail, and nothing a cache should keep.
         response = _read_response(result)
@@ -428,16 +429,16 @@ def _if_none_match(request: HttpRequest) -> list[str]:
 
 async def _long_poll(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
     cursor = next_cursor(request.GET.get("cursor"))
-    meta = await run(storage.require_stream, path)
+    meta = await storage.arequire_stream(path)
     deadline = time.monotonic() + float(ds_settings.LONG_POLL_TIMEOUT)
     async with watch(meta.id) as changes:
-        result = await run(storage.read, path, position)
+        result = await storage.aread(path, position)
         position = result.start
         while not result.units and not result.closed:
             if not await changes.wait(deadline - time.monotonic()):
                 if time.monotonic() >= deadline:
                     break
-            result = await run(storage.read, path, position)
+            result = await storage.aread(path, position, shared_since=changes.woken_at)
     if result.units:
         response = _read_response(result)
         response["ETag"] = _etag(result)
@@ -455,7 +456,7 @@ async def _long_poll(request: HttpRequest, path: str, position: int | None) -> H
 
 
 async def _sse(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
-    meta = await run(storage.require_stream, path)
+    meta = await storage.arequire_stream(path)
     if position is not None and position > meta.tail:
         raise BadRequest("offset is beyond the end of the stream")
     response = StreamingHttpResponse(
@@ -495,7 +496,7 @@ async def _sse_events(
     async with watch(meta.id) as changes:
         while True:
             try:
-                result = await run(storage.read, meta.path, position)
+                result = await storage.aread(meta.path, position, shared_since=changes.woken_at)
             except StreamError:
                 return  # deleted or expired while we streamed: end the response
             position = result.next_position

@@ -57,14 +57,16 @@ TEMPLATES = [
 ]
 
 if os.environ.get("DATABASE_URL"):
-    _database = dj_database_url.parse(os.environ["DATABASE_URL"])
+    _database = dj_database_url.parse(
+        os.environ["DATABASE_URL"], conn_max_age=600, conn_health_checks=True
+    )
 else:
     from .embedded import ensure_embedded_postgres
 
     _database = ensure_embedded_postgres(BASE_DIR / ".data" / "pg")
-# Persistent connections: the stream data path runs on a small pool of
-# threads, each of which keeps its connection between calls.
-_database.setdefault("CONN_MAX_AGE", None)
+# Persistent connections for the project's own (admin, API) requests; the
+# stream data path keeps its connections on its own threads anyway.
+_database.setdefault("CONN_MAX_AGE", 600)
 _database.setdefault("CONN_HEALTH_CHECKS", True)
 DATABASES = {"default": _database}
 
