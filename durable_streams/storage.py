@@ -140,7 +140,9 @@ async def close_pool() -> None:
 async def _run_async(op: Op[T], *, atomic: bool = False) -> T:
     """Run an operation on the event loop's connection pool."""
     pool = await _pool()
-    async with pool.connection() as conn:
+    # Pipeline mode: statements whose results are not needed (the writes)
+    # go out without waiting a round trip each; a fetch syncs.
+    async with pool.connection() as conn, conn.pipeline():
         block = conn.transaction() if atomic else contextlib.nullcontext()
         async with block:
             cursor = conn.cursor(binary=True)
@@ -265,7 +267,7 @@ def _has_forks(stream_id: int) -> Op[bool]:
 
 def _notify(stream_id: int) -> Op[None]:
     # Delivered by Postgres only when the surrounding transaction commits.
-    yield Q("SELECT pg_notify(%s, %s)", [ds_settings.NOTIFY_CHANNEL, str(stream_id)], "one")
+    yield Q("SELECT pg_notify(%s, %s)", [ds_settings.NOTIFY_CHANNEL, str(stream_id)])
 
 
 def _remove(meta: StreamMeta, now: dt.datetime) -> Op[None]:
@@ -778,9 +780,9 @@ def _append_to_closed(state: _Tail, *, has_body: bool, producer: Producer | None
 # --- read ---------------------------------------------------------------------------
 
 
-def _read(path: str, position: int | None, budget: int) -> Op[ReadResult]:
+def _read(path: str, position: int | None, budget: int, touch: bool = True) -> Op[ReadResult]:
     meta = yield from _require_unlocked(path)
-    if meta.ttl_seconds is not None:
+    if touch and meta.ttl_seconds is not None:
         # Reads slide the TTL window (spec 5.1); HEAD does not.
         yield Q(
             f"UPDATE {_STREAM} SET last_access_at = %s WHERE id = %s",
@@ -959,3 +961,57 @@ def _paths(prefix: str) -> Op[list]:
             "all",
         )
     )
+
+
+# --- operations: expiry, inspection, health ----------------------------------------
+
+
+def _expired_batch(limit: int, now: dt.datetime) -> Op[int]:
+    # SKIP LOCKED: streams busy in another transaction wait for the next run.
+    rows = yield Q(
+        f"SELECT {_COLUMNS} FROM {_STREAM} WHERE deleted_at IS NULL AND ("
+        "  (ttl_seconds IS NOT NULL"
+        "   AND last_access_at + ttl_seconds * interval '1 second' <= %(now)s)"
+        "  OR (ttl_seconds IS NULL AND expires_at <= %(now)s))"
+        " ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
+        {"now": now, "limit": limit},
+        "all",
+    )
+    for row in rows:
+        yield from _remove(StreamMeta.from_row(row), now)
+    return len(rows)
+
+
+def expire(*, batch_size: int = 500, max_batches: int | None = None) -> int:
+    """Remove expired streams and their data, ``batch_size`` streams per
+    transaction, until none is left (or ``max_batches`` ran); returns how many.
+
+    Expired streams already answer 404; this reclaims their rows. An expired
+    stream that live forks still read is soft-deleted (its data stays until
+    the last fork goes), exactly as a DELETE would.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    removed = batches = 0
+    while max_batches is None or batches < max_batches:
+        count = _run_sync(_expired_batch(batch_size, timezone.now()), atomic=True)
+        removed += count
+        batches += 1
+        if count < batch_size:
+            break
+    return removed
+
+
+def peek(path: str, position: int | None, *, max_bytes: int | None = None) -> ReadResult:
+    """:func:`read` for inspection (admin, commands): it never slides a TTL."""
+    budget = max_bytes or int(ds_settings.MAX_CHUNK_SIZE)
+    return _run_sync(_read(path, position, budget, touch=False))
+
+
+def _ping() -> Op[None]:
+    yield Q("SELECT 1", None, "one")
+
+
+async def aping() -> None:
+    """One round trip on the event loop's pool (health checks)."""
+    await _run_async(_ping())

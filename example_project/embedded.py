@@ -31,6 +31,7 @@ Design (see embedded_pg.md for why):
   ``<data_dir>/.django_password``) and on a Unix socket inside data_dir (trust).
 * Locale is independent of the environment: builtin provider, C.UTF-8 (PostgreSQL >= 17).
 """
+
 from __future__ import annotations
 
 import json
@@ -92,9 +93,17 @@ def _run(tool: str, *args: str, timeout: float = 120) -> str:
     # pipe fds and the call would hang until the server exits.
     cmd = [str(POSTGRES_BIN_PATH / tool), *args]
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                              env=_env(), timeout=timeout, start_new_session=True, text=True,
-                              **_run_as_kwargs())
+        proc = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            timeout=timeout,
+            start_new_session=True,
+            text=True,
+            **_run_as_kwargs(),
+        )
         out.seek(0)
         text = out.read()
     if proc.returncode != 0:
@@ -111,8 +120,18 @@ def _ensure_system_user_and_permissions(data_dir: Path) -> None:
     try:
         pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        PG_SYSTEM_USER], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                PG_SYSTEM_USER,
+            ],
+            check=True,
+            capture_output=True,
+        )
     # The postgres user needs search (x) permission on every ancestor of the data dir and of the
     # install prefix. Only add o+x where it is missing (the library itself adds go+rx on
     # every ancestor, up to '/').
@@ -138,7 +157,10 @@ def _read_postmaster_pid(data_dir: Path) -> dict | None:
     except FileNotFoundError:
         return None
     if len(lines) < 8:  # still being written by a starting server
-        return {"pid": int(lines[0]) if lines and lines[0].strip().isdigit() else None, "status": "starting"}
+        return {
+            "pid": int(lines[0]) if lines and lines[0].strip().isdigit() else None,
+            "status": "starting",
+        }
     return {
         "pid": int(lines[0]),
         "port": int(lines[3]) if lines[3].strip() else None,
@@ -162,7 +184,9 @@ def _postmaster_alive(data_dir: Path, pid: int | None) -> bool:
         cmdline = p.cmdline()
     except Exception:  # NoSuchProcess, AccessDenied, ...
         return False
-    return bool(cmdline) and Path(cmdline[0]).name.startswith("postgres") and str(data_dir) in cmdline
+    return (
+        bool(cmdline) and Path(cmdline[0]).name.startswith("postgres") and str(data_dir) in cmdline
+    )
 
 
 def _wait_zombie_gone(pid: int | None, timeout: float = 15) -> None:
@@ -215,9 +239,21 @@ def _initdb(data_dir: Path) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(password + "\n")
         _chown_to_pg(Path(pwfile))
-        _run("initdb", "-D", str(data_dir), "-U", PG_SUPERUSER, f"--pwfile={pwfile}",
-             "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C",
-             "--locale-provider=builtin", "--builtin-locale=C.UTF-8")
+        _run(
+            "initdb",
+            "-D",
+            str(data_dir),
+            "-U",
+            PG_SUPERUSER,
+            f"--pwfile={pwfile}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--locale-provider=builtin",
+            "--builtin-locale=C.UTF-8",
+        )
     finally:
         os.unlink(pwfile)
     pw_path = data_dir / PASSWORD_FILE
@@ -251,7 +287,9 @@ def _wait_ready(data_dir: Path, timeout: float) -> dict:
         if info and info.get("status") == "ready" and _postmaster_alive(data_dir, info["pid"]):
             return info
         if time.monotonic() > deadline:
-            raise RuntimeError(f"embedded postgres in {data_dir} not ready after {timeout}s: {info}")
+            raise RuntimeError(
+                f"embedded postgres in {data_dir} not ready after {timeout}s: {info}"
+            )
         time.sleep(0.1)
 
 
@@ -264,18 +302,33 @@ def _ensure_database(params: dict, dbname: str) -> None:
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(host=params["HOST"], port=params["PORT"], user=params["USER"],
-                         password=params["PASSWORD"], dbname="postgres", autocommit=True,
-                         connect_timeout=10) as conn:
-        if conn.execute("select current_setting('data_directory')").fetchone()[0] != params["_DATA_DIR"]:
+    with psycopg.connect(
+        host=params["HOST"],
+        port=params["PORT"],
+        user=params["USER"],
+        password=params["PASSWORD"],
+        dbname="postgres",
+        autocommit=True,
+        connect_timeout=10,
+    ) as conn:
+        if (
+            conn.execute("select current_setting('data_directory')").fetchone()[0]
+            != params["_DATA_DIR"]
+        ):
             raise RuntimeError(f"{params['HOST']}:{params['PORT']} is not the embedded server")
         if not conn.execute("select 1 from pg_database where datname = %s", [dbname]).fetchone():
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
 
 
 # --------------------------------------------------------------------------- public API
-def ensure_embedded_postgres(data_dir: Path, port: int | None = None, dbname: str = "app", *,
-                             use_unix_socket: bool = False, start_timeout: float = 60) -> dict:
+def ensure_embedded_postgres(
+    data_dir: Path,
+    port: int | None = None,
+    dbname: str = "app",
+    *,
+    use_unix_socket: bool = False,
+    start_timeout: float = 60,
+) -> dict:
     """Init (once), start (if needed) and return Django DATABASES['default']-style params.
 
     Idempotent and safe to call from concurrent processes. If a server for data_dir is already
@@ -289,7 +342,9 @@ def ensure_embedded_postgres(data_dir: Path, port: int | None = None, dbname: st
         _ensure_system_user_and_permissions(data_dir)
         if not (data_dir / "PG_VERSION").exists():
             if data_dir.exists() and any(data_dir.iterdir()):
-                raise RuntimeError(f"{data_dir} exists, is not empty and is not a PostgreSQL data dir")
+                raise RuntimeError(
+                    f"{data_dir} exists, is not empty and is not a PostgreSQL data dir"
+                )
             _initdb(data_dir)
 
         info = _read_postmaster_pid(data_dir)
@@ -299,12 +354,23 @@ def ensure_embedded_postgres(data_dir: Path, port: int | None = None, dbname: st
             if not _port_free(port):
                 raise RuntimeError(
                     f"port {port} on 127.0.0.1 is already in use (system PostgreSQL on 5432? "
-                    f"another checkout?); choose another port, e.g. EMBEDDED_PG_PORT")
+                    f"another checkout?); choose another port, e.g. EMBEDDED_PG_PORT"
+                )
             _wait_zombie_gone(info.get("pid") if info else None)
             _write_extra_conf(data_dir, port)
             # stale postmaster.pid (crash / reboot) is handled by postgres itself
-            _run("pg_ctl", "-D", str(data_dir), "-l", str(data_dir / LOG_FILE), "-w",
-                 "-t", str(int(start_timeout)), "start", timeout=start_timeout + 10)
+            _run(
+                "pg_ctl",
+                "-D",
+                str(data_dir),
+                "-l",
+                str(data_dir / LOG_FILE),
+                "-w",
+                "-t",
+                str(int(start_timeout)),
+                "start",
+                timeout=start_timeout + 10,
+            )
             info = _wait_ready(data_dir, start_timeout)
 
         password = (data_dir / PASSWORD_FILE).read_text().strip()
@@ -340,8 +406,18 @@ def stop_embedded_postgres(data_dir: Path, mode: str = "fast", timeout: float = 
     with _lock(data_dir):
         if embedded_postgres_status(data_dir) is None:
             return False
-        _run("pg_ctl", "-D", str(data_dir), "-m", mode, "-w", "-t", str(int(timeout)), "stop",
-             timeout=timeout + 10)
+        _run(
+            "pg_ctl",
+            "-D",
+            str(data_dir),
+            "-m",
+            mode,
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "stop",
+            timeout=timeout + 10,
+        )
         return True
 
 
@@ -351,9 +427,12 @@ def system_postgres_url(dbname: str) -> str | None:
     from psycopg import sql
 
     try:
-        with psycopg.connect(SYSTEM_URL.format(dbname="postgres"), autocommit=True,
-                             connect_timeout=3) as conn:
-            if not conn.execute("select 1 from pg_database where datname = %s", [dbname]).fetchone():
+        with psycopg.connect(
+            SYSTEM_URL.format(dbname="postgres"), autocommit=True, connect_timeout=3
+        ) as conn:
+            if not conn.execute(
+                "select 1 from pg_database where datname = %s", [dbname]
+            ).fetchone():
                 conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
     except psycopg.Error:
         return None
@@ -374,8 +453,10 @@ def _main(argv: list[str]) -> int:
         print(database_url(argv[1] if len(argv) > 1 else "app"))
         return 0
     if len(argv) < 2 or argv[0] not in {"start", "stop", "status"}:
-        print("usage: embedded_pg.py start DATA_DIR [PORT [DBNAME]] | stop DATA_DIR | status DATA_DIR",
-              file=sys.stderr)
+        print(
+            "usage: embedded_pg.py start DATA_DIR [PORT [DBNAME]] | stop DATA_DIR | status DATA_DIR",
+            file=sys.stderr,
+        )
         return 2
     cmd, data_dir = argv[0], Path(argv[1])
     if cmd == "start":

@@ -1,8 +1,10 @@
-"""Run the official conformance suite against a daphne server started here.
+"""Run the official conformance suite against daphne servers started here.
 
-Creates a fresh database, migrates it, serves the example project on a free
-loopback port with a short long-poll timeout (the suite's per-test limit is a
-few seconds), runs vitest, stops the server and exits with vitest's status.
+Creates a fresh database, migrates it, and for each ASGI application given
+(default: the example project's lean ``application`` and its URLconf-based
+``django_application``) serves it on a free loopback port with a short
+long-poll timeout (the suite's per-test limit is a few seconds), runs vitest
+and stops the server. Exits non-zero if any run failed.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def fresh_database_url(name: str) -> str:
     from psycopg import sql
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return url.rsplit("/", 1)[0] + "/" + name
 
@@ -55,17 +59,33 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise SystemExit("server did not start")
 
 
+APPS = ["example_project.asgi:application", "example_project.asgi:django_application"]
+
+
 def main() -> int:
     env = dict(os.environ)
     env["DATABASE_URL"] = fresh_database_url("durable_streams_conformance")
     env["LONG_POLL_TIMEOUT"] = env.get("CONFORMANCE_LONG_POLL_TIMEOUT", "1")
     env["DJANGO_DEBUG"] = "0"
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    failed = []
+    for app in sys.argv[1:] or APPS:
+        print(f"=== conformance suite against {app}", flush=True)
+        if run_suite(app, env) != 0:
+            failed.append(app)
+    if failed:
+        print("conformance failures in: " + ", ".join(failed), flush=True)
+    return 1 if failed else 0
+
+
+def run_suite(app: str, env: dict) -> int:
+    env = dict(env)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = open(ROOT / ".data" / "conformance-server.log", "w") if (ROOT / ".data").is_dir() else subprocess.DEVNULL
+    (ROOT / ".data").mkdir(exist_ok=True)
+    log = open(ROOT / ".data" / f"conformance-{app.rsplit(':', 1)[1]}.log", "w")
     server = subprocess.Popen(
-        [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "example_project.asgi:application"],
+        [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -82,6 +102,7 @@ def main() -> int:
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
+        log.close()
 
 
 if __name__ == "__main__":
