@@ -401,7 +401,7 @@ def embedded_postgres_status(data_dir: Path) -> dict | None:
 
 
 def stop_embedded_postgres(data_dir: Path, mode: str = "fast", timeout: float = 60) -> bool:
-    """Stop the server for data_dir. Returns True if a server was stopped, False if none was running."""
+    """Stop the server for data_dir; True if one was running and stopped."""
     data_dir = Path(data_dir).expanduser().resolve()
     with _lock(data_dir):
         if embedded_postgres_status(data_dir) is None:
@@ -454,7 +454,8 @@ def _main(argv: list[str]) -> int:
         return 0
     if len(argv) < 2 or argv[0] not in {"start", "stop", "status"}:
         print(
-            "usage: embedded_pg.py start DATA_DIR [PORT [DBNAME]] | stop DATA_DIR | status DATA_DIR",
+            "usage: python -m example_project.embedded"
+            " url [DBNAME] | start DATA_DIR [PORT [DBNAME]] | stop DATA_DIR | status DATA_DIR",
             file=sys.stderr,
         )
         return 2
