@@ -159,7 +159,10 @@ class Watch:
         if not self._listener.healthy:
             seconds = min(seconds, float(ds_settings.FALLBACK_POLL_INTERVAL))
         try:
-            await asyncio.wait_for(self._event.wait(), seconds)
+            # asyncio.timeout, not wait_for: no extra task per wait, which
+            # matters with thousands of readers woken at once.
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
         except TimeoutError:
             return False
         self._event.clear()

@@ -23,7 +23,7 @@ import datetime as dt
 import time
 import weakref
 from collections.abc import Generator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.db import connections, transaction
@@ -234,6 +234,8 @@ class ReadResult:
     next_position: int
     # Units (bytes, or JSON messages) in ``body``.
     units: int
+    # Renderings of this chunk shared by every reader it was read for (SSE).
+    renderings: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def up_to_date(self) -> bool:
