@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     # Live-read cursor interval in seconds and its epoch (spec 10.1).
     "CURSOR_INTERVAL": 20,
     "CURSOR_EPOCH": 1728432000,  # 2024-10-09T00:00:00Z
+    # Request header that carries the txid stamped on model change events
+    # (durable_streams.state.TxidMiddleware); echoed on the response.
+    "STATE_TXID_HEADER": "X-Txid",
     # Group commit: concurrent appends share transactions. Batches in flight
     # at once per process, and the most appends one transaction takes.
     "GROUP_COMMIT_INFLIGHT": 4,

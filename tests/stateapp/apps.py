@@ -1,0 +1,29 @@
+from django.apps import AppConfig
+
+
+class StateAppConfig(AppConfig):
+    name = "tests.stateapp"
+    label = "stateapp"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # The call form of registration, as a project would use for a model it
+        # does not own: members stream into their room's stream, with a DRF
+        # serializer and a UUID key.
+        from durable_streams import state
+
+        from .models import Member, room_stream
+        from .serializers import MemberSerializer
+
+        state.register(
+            Member,
+            stream=room_stream,
+            type="member",
+            key="uid",
+            serializer=MemberSerializer,
+            rows_for_stream=lambda path: Member.objects.filter(room_id=room_id_of(path)),
+        )
+
+
+def room_id_of(path: str) -> int:
+    return int(path.rsplit("-", 1)[1])

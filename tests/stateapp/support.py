@@ -1,0 +1,76 @@
+"""Helpers of the state tests: read a stream's events, and the rows they should equal."""
+
+from __future__ import annotations
+
+from durable_streams import api, state
+from durable_streams.exceptions import NotFound
+
+from .models import ROOMS_STREAM, Flag, Member, Message, Room, room_stream
+
+
+def stream_events(path: str) -> list[dict]:
+    """Every event of ``path`` (none if the stream does not exist)."""
+    try:
+        messages, _ = api.read_json(path)
+    except NotFound:
+        return []
+    return messages
+
+
+def changes(path: str) -> list[tuple[str, str, str]]:
+    """``(operation or control, type, key)`` of each event of ``path``."""
+    out = []
+    for event in stream_events(path):
+        headers = event["headers"]
+        if "control" in headers:
+            out.append((headers["control"], "", ""))
+        else:
+            out.append((headers["operation"], event["type"], event["key"]))
+    return out
+
+
+def expected_rooms() -> dict[str, dict]:
+    """``{key: value}`` of the room entities the database holds now."""
+    reg = state.registrations(Room)[0]
+    return {str(r.pk): reg.value_for(r) for r in Room.objects.order_by("pk")}
+
+
+def expected_room_stream(room_id: int) -> dict[str, dict[str, dict]]:
+    """``{type: {key: value}}`` of what stream ``chat/room-<id>`` should hold."""
+    message_reg = state.registrations(Message)[0]
+    member_reg = state.registrations(Member)[0]
+    return {
+        "message": {
+            str(m.pk): message_reg.value_for(m)
+            for m in Message.objects.filter(room_id=room_id).order_by("pk")
+        },
+        "member": {
+            str(m.uid): member_reg.value_for(m)
+            for m in Member.objects.filter(room_id=room_id).order_by("pk")
+        },
+    }
+
+
+def expected_flags() -> dict[str, dict]:
+    reg = state.registrations(Flag)[0]
+    return {f.slug: reg.value_for(f) for f in Flag.objects.order_by("pk")}
+
+
+def materialized(path: str) -> state.MaterializedState:
+    """The state a client reading ``path`` from the beginning ends with."""
+    try:
+        return state.catch_up(path)
+    except NotFound:
+        return state.MaterializedState()
+
+
+__all__ = [
+    "ROOMS_STREAM",
+    "changes",
+    "expected_flags",
+    "expected_room_stream",
+    "expected_rooms",
+    "materialized",
+    "room_stream",
+    "stream_events",
+]
