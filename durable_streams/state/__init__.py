@@ -33,7 +33,7 @@ from .registry import (
     registrations,
     unregister,
 )
-from .snapshot import SnapshotResult, snapshot, snapshot_all, stream_paths
+from .snapshots import SnapshotResult, snapshot, snapshot_all, stream_paths
 from .txid import TxidMiddleware, current_txid, new_txid, txid
 
 __all__ = [

@@ -10,9 +10,7 @@ from typing import Any
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
-from . import registry, snapshot
-
-HELP = "write State Protocol snapshots of model change streams (--reset: rebuild them)"
+from . import registry, snapshots
 
 
 def add_snapshot_arguments(parser: Any) -> None:
@@ -58,14 +56,14 @@ def handle_snapshot(command: BaseCommand, options: dict) -> None:
     models = _models(options["models"])
     if not registry.registrations() and models is None:
         raise CommandError("no model is registered for streaming (durable_streams.state.register)")
-    paths = options["paths"] or snapshot.stream_paths(models)
+    paths = options["paths"] or snapshots.stream_paths(models)
     if options["dry_run"]:
         for path in paths:
             command.stdout.write(path)
         return
     for path in paths:
         try:
-            result = snapshot.snapshot(path, models=models, reset=options["reset"])
+            result = snapshots.snapshot(path, models=models, reset=options["reset"])
         except registry.StateError as exc:
             raise CommandError(str(exc)) from None
         note = " after a reset" if result.reset else ""

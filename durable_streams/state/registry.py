@@ -206,8 +206,9 @@ def register(
     - ``old_value``: also send the previous value with updates and deletes
       (costs a locking read of the row before each change).
     - ``rows_for_stream``: with a per-instance ``stream``, a function from a
-      stream path to the queryset of its rows, so snapshots of one stream do
-      not scan the whole table.
+      stream path to the queryset of its rows (None for paths that are not
+      this model's streams), so snapshots of one stream do not scan the whole
+      table. Rows it returns that ``stream`` routes elsewhere are left out.
 
     A model may be registered more than once, e.g. into a per-room stream and
     an audit stream; each registration emits its own events.

@@ -12,7 +12,7 @@ class StateAppConfig(AppConfig):
         # serializer and a UUID key.
         from durable_streams import state
 
-        from .models import Member, room_stream
+        from .models import Member, room_stream, rows_of_room
         from .serializers import MemberSerializer
 
         state.register(
@@ -21,9 +21,5 @@ class StateAppConfig(AppConfig):
             type="member",
             key="uid",
             serializer=MemberSerializer,
-            rows_for_stream=lambda path: Member.objects.filter(room_id=room_id_of(path)),
+            rows_for_stream=rows_of_room(Member),
         )
-
-
-def room_id_of(path: str) -> int:
-    return int(path.rsplit("-", 1)[1])

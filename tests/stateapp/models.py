@@ -20,6 +20,22 @@ def room_stream(instance) -> str:
     return f"chat/room-{instance.room_id}"
 
 
+def room_id_of(path: str) -> int | None:
+    """The room a ``chat/room-<id>`` stream belongs to (None for other streams)."""
+    prefix, _, number = path.partition("chat/room-")
+    return int(number) if not prefix and number.isdigit() else None
+
+
+def rows_of_room(model):
+    """``rows_for_stream`` for a per-room model: the rows of the stream's room."""
+
+    def rows(path: str):
+        room_id = room_id_of(path)
+        return None if room_id is None else model.objects.filter(room_id=room_id)
+
+    return rows
+
+
 @state.register(stream=ROOMS_STREAM, type="room")
 class Room(models.Model):
     name = models.CharField(max_length=100)
@@ -35,7 +51,7 @@ class Room(models.Model):
     type="message",
     exclude=["internal_note"],
     old_value=True,
-    rows_for_stream=lambda path: Message.objects.filter(room_id=int(path.rsplit("-", 1)[1])),
+    rows_for_stream=lambda path: rows_of_room(Message)(path),
 )
 class Message(models.Model):
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")

@@ -60,7 +60,10 @@ def _rows(reg: Registration, path: str) -> Iterator[Model]:
             return
         qs = reg.model._base_manager.using(alias).all()
     elif reg.rows_for_stream is not None:
-        qs = reg.rows_for_stream(path).using(alias)
+        qs = reg.rows_for_stream(path)
+        if qs is None:
+            return  # not one of this registration's streams
+        qs = qs.using(alias)
     else:
         qs = reg.model._base_manager.using(alias).all()
     for row in qs.order_by("pk").iterator(chunk_size=ROWS_PER_QUERY):
