@@ -12,7 +12,7 @@ VENV_DJ6 ?= .venv-django6
 PORT ?= 4437
 CONFORMANCE := tests/conformance
 
-.PHONY: install run test pytest pytest-django6 conformance lint clean
+.PHONY: install run test pytest pytest-django6 conformance lint clean bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,9 +50,24 @@ pytest-django6: $(VENV_DJ6)/.installed
 conformance: install $(CONFORMANCE)/node_modules/.installed
 	$(PY) $(CONFORMANCE)/run.py
 
+# Our server beside the Node reference server, same machine, one run (bench/run.py).
+# BENCH_ARGS=--quick for a smoke run; BENCH_SERVER=uvicorn|granian to compare ASGI servers.
+BENCH_REF := bench/reference
+
+$(BENCH_REF)/node_modules/.installed: $(BENCH_REF)/package.json $(BENCH_REF)/package-lock.json
+	cd $(BENCH_REF) && npm ci --no-audit --no-fund
+	touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e ".[example,test,bench]"
+	touch $@
+
+bench: install $(VENV)/.bench-installed $(BENCH_REF)/node_modules/.installed
+	$(PY) -m bench $(BENCH_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check durable_streams example_project tests
 	$(VENV)/bin/ruff format --check durable_streams tests
 
 clean:
-	rm -rf $(VENV) $(VENV_DJ6) $(CONFORMANCE)/node_modules
+	rm -rf $(VENV) $(VENV_DJ6) $(CONFORMANCE)/node_modules $(BENCH_REF)/node_modules

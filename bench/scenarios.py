@@ -1,0 +1,501 @@
+"""The five scenarios of issue 6, run against one started server.
+
+Each returns a flat dict of figures (``None`` where a figure could not be
+measured) that always includes ``errors`` (failed requests, failed checks)
+and a verification flag; a scenario that raises is recorded as failed and the
+run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing as mp
+import statistics
+import time
+from array import array
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from .httpclient import Connection, HTTPError
+from .messages import WriterLedger, live_msg, verify_app_messages
+from .servers import RunningServer
+from .workers import catchup_payload, worker_entry
+
+MiB = 1024 * 1024
+# Fan-out readers "keep up" when every one of them got every message and no
+# delivery lagged more than this (20 messages at 10 msgs/s): a falling-behind
+# server shows as a growing lag long before it drops anything.
+KEPT_UP_MAX_S = 2.0
+
+
+@dataclass
+class Params:
+    """Sizes and durations; ``quick()`` is a smoke test of every code path."""
+
+    append_seconds: float = 8.0
+    append_writers: int = 8
+    append_procs: int = 2
+    batch_seconds: float = 8.0
+    batch_producers: int = 8
+    batch_size: int = 100
+    catchup_bytes: int = 64 * MiB
+    catchup_min_seconds: float = 2.0
+    catchup_max_passes: int = 6
+    live_seconds: float = 10.0
+    live_interval: float = 0.020
+    live_long_poll: int = 100
+    live_sse: int = 100
+    live_procs: int = 2
+    fanout_levels: tuple[int, ...] = (1000, 5000, 10000)
+    fanout_seconds: float = 6.0
+    fanout_rate: float = 10.0
+    fanout_procs: int = 4
+    fanout_connect_seconds: float = 60.0
+
+    @classmethod
+    def quick(cls) -> Params:
+        return cls(
+            append_seconds=2.0,
+            batch_seconds=2.0,
+            catchup_bytes=8 * MiB,
+            catchup_min_seconds=0.0,
+            catchup_max_passes=1,
+            live_seconds=2.0,
+            live_long_poll=20,
+            live_sse=20,
+            fanout_levels=(100, 500),
+            fanout_seconds=2.0,
+            fanout_procs=2,
+            fanout_connect_seconds=20.0,
+        )
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class WorkerGroup:
+    """Client processes running one role (see ``bench.workers``)."""
+
+    def __init__(self, role: str, cfgs: list[dict]) -> None:
+        ctx = mp.get_context("spawn")
+        self.pipes = []
+        self.procs = []
+        for cfg in cfgs:
+            ours, theirs = ctx.Pipe()
+            p = ctx.Process(target=worker_entry, args=(role, cfg, theirs), daemon=True)
+            p.start()
+            theirs.close()
+            self.pipes.append(ours)
+            self.procs.append(p)
+
+    @staticmethod
+    def _recv(pipe: Any, timeout: float) -> tuple[str, Any]:
+        if not pipe.poll(max(0.0, timeout)):
+            raise WorkerError(f"no answer from a client process within {timeout:.0f}s")
+        try:
+            return pipe.recv()
+        except EOFError:
+            raise WorkerError("a client process died") from None
+
+    async def gather(self, kind: str, within: float) -> list[Any]:
+        answers = await asyncio.gather(
+            *(asyncio.to_thread(self._recv, p, within) for p in self.pipes)
+        )
+        for got, payload in answers:
+            if got == "error":
+                raise WorkerError(f"client process failed: {payload}")
+            if got != kind:
+                raise WorkerError(f"client process said {got!r}, expected {kind!r}")
+        return [payload for _, payload in answers]
+
+    def broadcast(self, kind: str, payload: Any = None) -> None:
+        for p in self.pipes:
+            p.send((kind, payload))
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.join(timeout=10)
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+        for pipe in self.pipes:
+            pipe.close()
+
+
+def split(items: list, n: int) -> list[list]:
+    """``items`` dealt round-robin into ``n`` non-empty lists (fewer if there are fewer items)."""
+    n = max(1, min(n, len(items)))
+    return [items[i::n] for i in range(n)]
+
+
+def percentile(values: list[float] | array, q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 2)
+
+
+def latencies_of(blobs: list[bytes]) -> array:
+    out = array("d")
+    for b in blobs:
+        out.frombytes(b)
+    return out
+
+
+class Bench:
+    """The scenarios against one running server."""
+
+    def __init__(self, server: RunningServer, params: Params, run_id: str, log: Any) -> None:
+        self.server = server
+        self.p = params
+        self.run_id = run_id
+        self.log = log
+        self.host, self.port = server.host, server.port
+
+    def path(self, name: str) -> str:
+        return f"/v1/stream/{self.run_id}-{name}"
+
+    def base_cfg(self) -> dict:
+        return {"host": self.host, "port": self.port}
+
+    async def create(self, conn: Connection, path: str, content_type: str) -> None:
+        r = await conn.request("PUT", path, {"Content-Type": content_type})
+        if r.status not in (200, 201):
+            raise RuntimeError(f"PUT {path}: HTTP {r.status} {r.body[:200]!r}")
+
+    async def read_json(self, conn: Connection, path: str) -> list[Any]:
+        """Every element of a JSON stream, following Stream-Next-Offset to the tail."""
+        offset, elements = "-1", []
+        for _ in range(1_000_000):
+            async with asyncio.timeout(60):
+                r = await conn.request("GET", f"{path}?offset={quote(offset)}")
+            if r.status != 200:
+                raise RuntimeError(f"GET {path}: HTTP {r.status} {r.body[:200]!r}")
+            batch = orjson.loads(r.body) if r.body else []
+            elements.extend(batch)
+            offset = r.headers.get("stream-next-offset", offset)
+            if r.headers.get("stream-up-to-date") == "true":
+                return elements
+            if not batch:
+                raise RuntimeError(f"GET {path}: empty chunk before the tail")
+        raise RuntimeError(f"GET {path}: did not reach the tail")
+
+    # ------------------------------------------------------------------ 1
+    async def appends(self, streams: int) -> dict:
+        p = self.p
+        conn = Connection(self.host, self.port)
+        paths = [self.path(f"append{streams}-{i}") for i in range(streams)]
+        for path in paths:
+            await self.create(conn, path, "application/json")
+        writers = [(w, paths[w % streams]) for w in range(p.append_writers)]
+        cfgs = [{**self.base_cfg(), "writers": ws} for ws in split(writers, p.append_procs)]
+        group = WorkerGroup("append", cfgs)
+        try:
+            await group.gather("ready", 60)
+            start_at = time.monotonic() + 0.2
+            group.broadcast("go", {"start_at": start_at, "end_at": start_at + p.append_seconds})
+            results = await group.gather("done", p.append_seconds + 90)
+        finally:
+            group.close()
+        ledgers: dict[int, WriterLedger] = {}
+        errors, samples = 0, []
+        for res in results:
+            errors += res["errors"]
+            samples += res["error_samples"]
+            for w, led in res["ledgers"].items():
+                ledgers[int(w)] = WriterLedger(led["sent"], set(led["uncertain"]))
+        lat = latencies_of([r["latencies"] for r in results])
+        elapsed = max(r["last_ack"] for r in results) - start_at
+        acked = sum(led.sent - len(led.uncertain) for led in ledgers.values())
+        problems = 0
+        for path in paths:
+            mine = {w: ledgers[w] for w, wp in writers if wp == path}
+            n, detail = verify_app_messages(await self.read_json(conn, path), mine)
+            problems += n
+            samples += detail
+        conn.close()
+        return {
+            "msgs_per_s": round(acked / elapsed, 1) if elapsed > 0 else None,
+            "p50_ms": ms(percentile(lat, 50)),
+            "p99_ms": ms(percentile(lat, 99)),
+            "acked": acked,
+            "client_cpu": round(sum(r["cpu_s"] for r in results) / elapsed, 2)
+            if elapsed > 0
+            else None,
+            "errors": errors + problems,
+            "verified": problems == 0,
+            "error_samples": samples[:5],
+        }
+
+    # ------------------------------------------------------------------ 2
+    async def batched(self) -> dict:
+        p = self.p
+        conn = Connection(self.host, self.port)
+        path = self.path("batched")
+        await self.create(conn, path, "application/json")
+        producers = [(i, path) for i in range(p.batch_producers)]
+        cfgs = [
+            {**self.base_cfg(), "producers": ps, "batch": p.batch_size}
+            for ps in split(producers, p.append_procs)
+        ]
+        group = WorkerGroup("produce", cfgs)
+        try:
+            await group.gather("ready", 60)
+            start_at = time.monotonic() + 0.2
+            group.broadcast("go", {"start_at": start_at, "end_at": start_at + p.batch_seconds})
+            results = await group.gather("done", p.batch_seconds + 90)
+        finally:
+            group.close()
+        ledgers = {
+            int(w): WriterLedger(led["sent"], set(led["uncertain"]))
+            for res in results
+            for w, led in res["ledgers"].items()
+        }
+        errors = sum(r["errors"] for r in results)
+        samples = [s for r in results for s in r["error_samples"]]
+        elapsed = max(r["last_ack"] for r in results) - start_at
+        msgs = sum(r["acked_msgs"] for r in results)
+        nbytes = sum(r["acked_bytes"] for r in results)
+        lat = latencies_of([r["latencies"] for r in results])
+        problems, detail = verify_app_messages(await self.read_json(conn, path), ledgers)
+        conn.close()
+        return {
+            "msgs_per_s": round(msgs / elapsed, 1) if elapsed > 0 else None,
+            "mb_per_s": round(nbytes / MiB / elapsed, 2) if elapsed > 0 else None,
+            "p50_ms": ms(percentile(lat, 50)),
+            "p99_ms": ms(percentile(lat, 99)),
+            "retries": sum(r["retries"] for r in results),
+            "acked": msgs,
+            "client_cpu": round(sum(r["cpu_s"] for r in results) / elapsed, 2)
+            if elapsed > 0
+            else None,
+            "errors": errors + problems,
+            "verified": problems == 0,
+            "error_samples": (samples + detail)[:5],
+        }
+
+    # ------------------------------------------------------------------ 3
+    async def catchup(self) -> dict:
+        p = self.p
+        conn = Connection(self.host, self.port)
+        path = self.path("catchup")
+        await self.create(conn, path, "application/octet-stream")
+        seed = 6
+        data = catchup_payload(p.catchup_bytes, seed)
+        t0 = time.monotonic()
+        view = memoryview(data)
+        for i in range(0, len(data), MiB):
+            async with asyncio.timeout(120):
+                r = await conn.request(
+                    "POST",
+                    path,
+                    {"Content-Type": "application/octet-stream"},
+                    bytes(view[i : i + MiB]),
+                )
+            if r.status not in (200, 204):
+                raise RuntimeError(f"upload at {i}: HTTP {r.status} {r.body[:200]!r}")
+        upload = time.monotonic() - t0
+        conn.close()
+        del data, view
+        out: dict[str, Any] = {"upload_mb_per_s": round(p.catchup_bytes / MiB / upload, 1)}
+        errors, samples = 0, []
+        for readers in (1, 4):
+            cfg = {
+                **self.base_cfg(),
+                "path": path,
+                "size": p.catchup_bytes,
+                "seed": seed,
+                "min_time": p.catchup_min_seconds,
+                "max_passes": p.catchup_max_passes,
+            }
+            group = WorkerGroup("catchup", [cfg] * readers)
+            try:
+                await group.gather("ready", 60)
+                group.broadcast("go", {"start_at": time.monotonic() + 0.2})
+                results = await group.gather("done", 300)
+            finally:
+                group.close()
+            total = sum(r["bytes"] for r in results)
+            elapsed = max(r["elapsed"] for r in results)
+            out[f"readers{readers}_mb_per_s"] = round(total / MiB / elapsed, 1)
+            errors += sum(r["errors"] for r in results)
+            samples += [s for r in results for s in r["error_samples"]]
+        out.update(errors=errors, verified=errors == 0, error_samples=samples[:5])
+        return out
+
+    # ------------------------------------------------------------------ 4 and 5
+    async def _live_writer(
+        self, conn: Connection, path: str, count: int, interval: float
+    ) -> tuple[str, int, list[str]]:
+        """Append ``count`` messages every ``interval`` s, then close the stream."""
+        head = conn.build("POST", path, {"Content-Type": "application/json"}, live_msg(0, 0))
+        head = head[: -len(live_msg(0, 0))]
+        digest = hashlib.sha256()
+        errors: list[str] = []
+        t0 = time.monotonic()
+        for seq in range(count):
+            delay = t0 + seq * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = live_msg(seq, time.monotonic_ns() // 1000)
+            try:
+                async with asyncio.timeout(30):
+                    r = await conn.send(head + body)
+                if r.status not in (200, 204):
+                    errors.append(f"append {seq}: HTTP {r.status} {r.body[:100]!r}")
+            except (HTTPError, TimeoutError, OSError) as e:
+                errors.append(f"append {seq}: {e!r}")
+            digest.update(body + b"\n")
+        async with asyncio.timeout(30):
+            r = await conn.request("POST", path, {"Stream-Closed": "true"}, b"")
+        if r.status not in (200, 204):
+            errors.append(f"close: HTTP {r.status} {r.body[:100]!r}")
+        return digest.hexdigest(), count, errors
+
+    def _judge(self, mode_results: list[dict], count: int, digest: str) -> dict:
+        readers = sum(m["readers"] for m in mode_results)
+        complete = sum(
+            c for m in mode_results for n, d, c in m["outcomes"] if n == count and d == digest
+        )
+        closed = sum(m["closed"] for m in mode_results)
+        lat = latencies_of([m["latencies"] for m in mode_results])
+        return {
+            "readers": readers,
+            "subscribed": sum(m["subscribed"] for m in mode_results),
+            "complete": complete,
+            "all_delivered": complete == readers and closed == readers,
+            "gaps": sum(m["gaps"] for m in mode_results),
+            "duplicates": sum(m["duplicates"] for m in mode_results),
+            "reader_errors": sum(m["errors"] for m in mode_results),
+            "reconnects": sum(m["reconnects"] for m in mode_results),
+            "p50_ms": ms(percentile(lat, 50)),
+            "p99_ms": ms(percentile(lat, 99)),
+            "max_ms": ms(max(lat) if lat else None),
+            "mean_ms": ms(statistics.fmean(lat) if lat else None),
+            "deliveries": len(lat),
+        }
+
+    async def live(self) -> dict:
+        p = self.p
+        conn = Connection(self.host, self.port)
+        path = self.path("live")
+        await self.create(conn, path, "application/json")
+        count = round(p.live_seconds / p.live_interval)
+        now = time.monotonic()
+        connect_by = now + 30
+        finish_by = connect_by + p.live_seconds + 30
+        cfgs = []
+        for i in range(p.live_procs):
+            lp = p.live_long_poll // p.live_procs + (i < p.live_long_poll % p.live_procs)
+            sse = p.live_sse // p.live_procs + (i < p.live_sse % p.live_procs)
+            cfgs.append(
+                {
+                    **self.base_cfg(),
+                    "path": path,
+                    "long_poll": lp,
+                    "sse": sse,
+                    "connect_by": connect_by,
+                    "finish_by": finish_by,
+                }
+            )
+        group = WorkerGroup("live", cfgs)
+        try:
+            ready = await group.gather("ready", 60)
+            await asyncio.sleep(0.5)  # the first long-polls reach the server
+            digest, count, werrors = await self._live_writer(conn, path, count, p.live_interval)
+            results = await group.gather("done", finish_by - time.monotonic() + 30)
+        finally:
+            group.close()
+            conn.close()
+        out: dict[str, Any] = {"messages": count}
+        errors = len(werrors)
+        samples = list(werrors[:5])
+        for mode, key in (("long-poll", "lp"), ("sse", "sse")):
+            j = self._judge([r[mode] for r in results], count, digest)
+            for k, v in j.items():
+                out[f"{key}_{k}"] = v
+            bad = j["readers"] - j["complete"]
+            errors += j["reader_errors"] + j["gaps"] + j["duplicates"] + bad
+            if bad:
+                samples.append(f"{mode}: {bad} of {j['readers']} readers incomplete or wrong")
+        out["subscribed"] = sum(r["subscribed"] for r in ready)
+        out["all_delivered"] = out["lp_all_delivered"] and out["sse_all_delivered"]
+        out.update(errors=errors, verified=out["all_delivered"], error_samples=samples[:5])
+        return out
+
+    async def fanout_level(self, readers: int) -> dict:
+        p = self.p
+        conn = Connection(self.host, self.port)
+        path = self.path(f"fanout{readers}")
+        await self.create(conn, path, "application/json")
+        await asyncio.sleep(0.5)
+        rss_before = self.server.rss()
+        now = time.monotonic()
+        connect_by = now + p.fanout_connect_seconds
+        finish_by = connect_by + p.fanout_seconds + 30
+        procs = max(1, min(p.fanout_procs, readers))
+        cfgs = [
+            {
+                **self.base_cfg(),
+                "path": path,
+                "long_poll": 0,
+                "sse": readers // procs + (i < readers % procs),
+                "connect_by": connect_by,
+                "finish_by": finish_by,
+                "connect_concurrency": 100,
+            }
+            for i in range(procs)
+        ]
+        group = WorkerGroup("live", cfgs)
+        out: dict[str, Any] = {"readers": readers}
+        try:
+            ready = await group.gather("ready", p.fanout_connect_seconds + 60)
+            subscribed = sum(r["subscribed"] for r in ready)
+            out["connect_s"] = round(time.monotonic() - now, 1)
+            await asyncio.sleep(1.0)  # let the server settle before measuring
+            rss_idle = self.server.rss()
+            out["subscribed"] = subscribed
+            out["rss_before_mb"] = round(rss_before / MiB, 1)
+            out["rss_idle_mb"] = round(rss_idle / MiB, 1)
+            out["kb_per_conn"] = (
+                round((rss_idle - rss_before) / 1024 / subscribed, 1) if subscribed else None
+            )
+            count = round(p.fanout_seconds * p.fanout_rate)
+            digest, count, werrors = await self._live_writer(conn, path, count, 1 / p.fanout_rate)
+            results = await group.gather("done", finish_by - time.monotonic() + 60)
+        finally:
+            group.close()
+            conn.close()
+        j = self._judge([r["sse"] for r in results], count, digest)
+        bad = j["readers"] - j["complete"]
+        errors = len(werrors) + j["reader_errors"] + j["gaps"] + j["duplicates"] + bad
+        out.update(
+            messages=count,
+            complete=j["complete"],
+            kept_up=bad == 0
+            and not werrors
+            and subscribed == readers
+            and j["max_ms"] is not None
+            and j["max_ms"] <= KEPT_UP_MAX_S * 1000,
+            p50_ms=j["p50_ms"],
+            p99_ms=j["p99_ms"],
+            max_ms=j["max_ms"],
+            reconnects=j["reconnects"],
+            errors=errors,
+            verified=bad == 0,
+            error_samples=(werrors + ([f"{bad} of {readers} readers incomplete"] if bad else []))[
+                :5
+            ],
+        )
+        return out
