@@ -11,8 +11,10 @@ PYTHON_DJ6 ?= $(shell for p in python3.13 python3.12 $$(ls -d $$HOME/.pyenv/vers
 VENV_DJ6 ?= .venv-django6
 PORT ?= 4437
 CONFORMANCE := tests/conformance
+# The official @durable-streams/state client, run by tests/acceptance/test_state_client.py.
+STATE_JS := tests/js
 
-.PHONY: install run test pytest pytest-django6 conformance lint clean bench
+.PHONY: install run test pytest pytest-django6 conformance lint clean bench state-client
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,10 +32,17 @@ $(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package.json $(CONFORMANC
 	cd $(CONFORMANCE) && npm ci --no-audit --no-fund
 	touch $@
 
-test: pytest pytest-django6 conformance
+$(STATE_JS)/node_modules/.installed: $(STATE_JS)/package.json $(STATE_JS)/package-lock.json
+	cd $(STATE_JS) && npm ci --no-audit --no-fund
+	touch $@
+
+# Installs the State Protocol client; both pytest runs drive it against daphne.
+state-client: $(STATE_JS)/node_modules/.installed
+
+test: state-client pytest pytest-django6 conformance
 
 # The system Postgres on 127.0.0.1:5432 when it answers, else an embedded one.
-pytest: install
+pytest: install state-client
 	DATABASE_URL=$$($(PY) -m example_project.embedded url durable_streams) $(PY) -m pytest
 
 $(VENV_DJ6)/.installed: pyproject.toml
@@ -43,7 +52,7 @@ $(VENV_DJ6)/.installed: pyproject.toml
 	$(VENV_DJ6)/bin/python -m pip install -q -e ".[example,test]" "django>=6.0,<6.1"
 	touch $@
 
-pytest-django6: $(VENV_DJ6)/.installed
+pytest-django6: $(VENV_DJ6)/.installed state-client
 	DATABASE_URL=$$($(PY) -m example_project.embedded url durable_streams_dj6) \
 		$(VENV_DJ6)/bin/python -m pytest -p no:cacheprovider
 
@@ -70,4 +79,4 @@ lint: install
 	$(VENV)/bin/ruff format --check durable_streams tests
 
 clean:
-	rm -rf $(VENV) $(VENV_DJ6) $(CONFORMANCE)/node_modules $(BENCH_REF)/node_modules
+	rm -rf $(VENV) $(VENV_DJ6) $(CONFORMANCE)/node_modules $(BENCH_REF)/node_modules $(STATE_JS)/node_modules
