@@ -148,7 +148,7 @@ def _apply_read(state: MaterializedState, result: storage.ReadResult) -> None:
 def catch_up(path: str, state: MaterializedState | None = None) -> MaterializedState:
     """Read stream ``path`` from ``state.offset`` (default: the beginning) to
     its tail, in-process, applying every event."""
-    state = state or MaterializedState()
+    state = MaterializedState() if state is None else state
     while True:
         result = storage.read(path, _position(state.offset))
         _apply_read(state, result)
@@ -166,7 +166,7 @@ async def afollow(
     changes (so the caller can decide to stop). Ends when the stream is
     closed; raises NotFound/Gone if it is missing or deleted.
     """
-    state = state or MaterializedState()
+    state = MaterializedState() if state is None else state
     meta = await storage.arequire_stream(path)
     # Subscribed before reading, so a commit between a read and the wait wakes us.
     async with watch(meta.id) as changes:
@@ -211,7 +211,7 @@ def follow_url(
     and when the stream is closed. ``timeout`` must exceed the server's
     long-poll timeout. Raises :class:`StreamReadError` for error answers.
     """
-    state = state or MaterializedState()
+    state = MaterializedState() if state is None else state
     headers = {"Accept": "application/json", **(headers or {})}
     cursor: str | None = None
     while True:
@@ -240,7 +240,7 @@ def catch_up_url(
     url: str, state: MaterializedState | None = None, **kwargs: Any
 ) -> MaterializedState:
     """Read the stream at ``url`` to its tail over HTTP, applying every event."""
-    state = state or MaterializedState()
+    state = MaterializedState() if state is None else state
     for _ in follow_url(url, state, live=False, **kwargs):
         pass
     return state
