@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
-from django.db import connections
+from django.db import connections, router
 
 from .conf import ds_settings
 
@@ -65,6 +65,33 @@ def check_settings(app_configs=None, **kwargs) -> list:
                 Error(
                     f"DURABLE_STREAMS[{key!r}] must be a positive number, not {value!r}.",
                     id="durable_streams.E004",
+                )
+            )
+    return problems
+
+
+@register(Tags.database)
+def check_streamed_models(app_configs=None, **kwargs) -> list:
+    """E020: a model registered for change streams is written to another database.
+
+    Its events must commit in the same transaction as its rows, so both must
+    live on ``DATABASE_ALIAS``.
+    """
+    from .state import registrations
+
+    alias = ds_settings.DATABASE_ALIAS
+    problems = []
+    for model in {r.model for r in registrations()}:
+        target = router.db_for_write(model)
+        if target != alias:
+            problems.append(
+                Error(
+                    f"{model._meta.label} is registered for change streams but written to "
+                    f"database {target!r}; streams live on {alias!r}.",
+                    hint="Events commit in the row's transaction, so route the model's "
+                    "writes to DURABLE_STREAMS['DATABASE_ALIAS'] or unregister it.",
+                    obj=model,
+                    id="durable_streams.E020",
                 )
             )
     return problems

@@ -62,3 +62,19 @@ def test_registration_installs_streamed_querysets_on_every_manager():
     room = Room(pk=1)
     assert isinstance(room.messages.all(), state.StreamedQuerySet)
     assert not isinstance(Audit.objects.all(), state.StreamedQuerySet)
+
+
+class _ElsewhereRouter:
+    def db_for_write(self, model, **hints):
+        return "archive" if model._meta.app_label == "stateapp" else None
+
+
+def test_a_streamed_model_written_to_another_database_fails_the_system_check(settings):
+    from durable_streams.checks import check_streamed_models
+
+    assert check_streamed_models() == []
+    settings.DATABASE_ROUTERS = [f"{__name__}._ElsewhereRouter"]
+    errors = check_streamed_models()
+    assert {e.obj for e in errors} == {Room, Message, Member, Flag}
+    assert {e.id for e in errors} == {"durable_streams.E020"}
+    assert "written to database 'archive'" in errors[0].msg
