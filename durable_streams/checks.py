@@ -70,6 +70,14 @@ def check_settings(app_configs=None, **kwargs) -> list:
     return problems
 
 
+@register(Tags.security)
+def check_access_policy(app_configs=None, **kwargs) -> list:
+    """E010: the policy cannot be loaded; W010: nothing configured with DEBUG off."""
+    from .permissions import check_configuration
+
+    return check_configuration()
+
+
 @register(Tags.database)
 def check_streamed_models(app_configs=None, **kwargs) -> list:
     """E020: a model registered for change streams is written to another database.

@@ -50,6 +50,18 @@ DEFAULTS: dict[str, Any] = {
     "GROUP_COMMIT_MAX_BATCH": 256,
     # While the notification listener is down, waiting readers re-read this often.
     "FALLBACK_POLL_INTERVAL": 1.0,
+    # Access control (durable_streams.permissions): a Policy subclass (dotted
+    # path or class); None means DRFPolicy if DRF_RULES is set, else allow
+    # everything only while DEBUG is on.
+    "POLICY": None,
+    # [{"prefix": ..., "authentication_classes": [...], "permission_classes": [...],
+    #   "public": bool}]: DRF classes per stream path prefix, longest prefix wins.
+    "DRF_RULES": [],
+    # Staff with the view_stream permission may read any stream by its URL (admin live tail).
+    "ADMIN_READS": True,
+    # DRF classes guarding the JSON metadata API (None: the project's DRF defaults).
+    "API_AUTHENTICATION_CLASSES": None,
+    "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
 }
 
 

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import content, groupcommit, offsets, storage
+from . import content, groupcommit, logs, offsets, permissions, storage
 from .conf import ds_settings
 from .exceptions import BadRequest, PayloadTooLarge, StreamError
 from .live import next_cursor, watch
@@ -75,6 +75,7 @@ ALLOWED_HEADERS = ", ".join(
 @csrf_exempt
 async def stream_view(request: HttpRequest, stream_path: str) -> HttpResponse:
     """Serve one stream URL."""
+    started = time.monotonic()
     handler = _HANDLERS.get(request.method or "")
     try:
         _check_path(stream_path)
@@ -84,11 +85,17 @@ async def stream_view(request: HttpRequest, stream_path: str) -> HttpResponse:
             )
             response["Allow"] = ALLOWED_METHODS
         else:
+            # Access control (permissions.py): 401/403 before any stream work.
+            access = await permissions.authorize(request, stream_path)
             response = await handler(request, stream_path)
+            if access is not None:
+                access.apply(response)  # Cache-Control: private where reads need auth
     except StreamError as exc:
         response = _error(exc)
-        if exc.status >= 500 or exc.status == 413:
-            logger.warning("%s %s -> %s %s", request.method, request.path, exc.status, exc.message)
+        logs.request_failed(request, stream_path, exc.status, exc.message, started)
+    except Exception:
+        logs.request_failed(request, stream_path, 500, "internal error", started)
+        raise
     _common_headers(request, response)
     return response
 

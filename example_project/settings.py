@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_filters",
     "durable_streams",
 ]
 
@@ -77,6 +78,9 @@ STATIC_URL = "static/"
 
 DURABLE_STREAMS = {
     "LONG_POLL_TIMEOUT": float(os.environ.get("LONG_POLL_TIMEOUT", "30")),
+    # Demo only: anyone may create, write, read and delete any stream. A real
+    # project names its own policy or DRF_RULES (see README, "Access control").
+    "POLICY": "durable_streams.permissions.AllowAll",
 }
 
 LOGGING = {
