@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/stream/", include("durable_streams.urls")),
+    path("api/durable-streams/", include("durable_streams.rest_urls")),
 ]
