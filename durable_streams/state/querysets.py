@@ -50,7 +50,7 @@ class StreamedQuerySet(models.QuerySet):
     def _streamed(self) -> list[registry.Registration]:
         if _inside.get() or registry.is_paused():
             return []
-        return registry.registrations(self.model)
+        return registry.streaming(self.model)
 
     def update(self, **kwargs: Any) -> int:
         regs = [r for r in self._streamed() if r.affected_by(kwargs)]

@@ -176,6 +176,25 @@ def registrations(model: type[models.Model] | None = None) -> list[Registration]
     return list(_registry.get(model, ()))
 
 
+def streaming(model: type[models.Model], *, inherited: bool = True) -> list[Registration]:
+    """The registrations whose events a change of a ``model`` row produces.
+
+    A proxy of a registered model streams as that model. So does a multi-table
+    child of one, for saves (``inherited``): Django sends the child's
+    ``post_save`` only, but the parent's ``post_delete`` itself when a child
+    is deleted, so deletes do not go through the child.
+    """
+    for klass in model.__mro__:
+        regs = _registry.get(klass)
+        if not regs:
+            continue
+        if klass is model or inherited:
+            return regs
+        same_table = model._meta.concrete_model is klass._meta.concrete_model
+        return regs if same_table else []
+    return []
+
+
 def register(
     model: type[models.Model] | None = None,
     /,
@@ -413,7 +432,7 @@ def _has_expressions(instance: models.Model) -> bool:
 
 def _pre_save(sender, instance, raw=False, using=None, update_fields=None, **kwargs) -> None:
     instance.__dict__[_BEFORE] = None
-    regs = _registry.get(sender)
+    regs = streaming(sender)
     if raw or not regs or is_paused() or instance._state.adding or instance.pk is None:
         return
     if any(
@@ -425,7 +444,7 @@ def _pre_save(sender, instance, raw=False, using=None, update_fields=None, **kwa
 
 def _post_save(sender, instance, created, raw=False, using=None, update_fields=None, **kwargs):
     before = instance.__dict__.pop(_BEFORE, None)
-    regs = _registry.get(sender)
+    regs = streaming(sender)
     if raw or not regs or is_paused():
         return  # fixture loading (raw) is published by a snapshot
     if not created and update_fields is not None:
@@ -449,7 +468,7 @@ def _post_save(sender, instance, created, raw=False, using=None, update_fields=N
 
 def _pre_delete(sender, instance, using=None, **kwargs) -> None:
     instance.__dict__[_BEFORE] = None
-    regs = _registry.get(sender)
+    regs = streaming(sender, inherited=False)
     if not regs or is_paused() or _buffer.get() is not None:
         return  # bulk deletes lock and read their rows first
     if any(r.needs_before for r in regs) and instance.pk is not None:
@@ -458,7 +477,7 @@ def _pre_delete(sender, instance, using=None, **kwargs) -> None:
 
 def _post_delete(sender, instance, using=None, **kwargs) -> None:
     before = instance.__dict__.pop(_BEFORE, None)
-    regs = _registry.get(sender)
+    regs = streaming(sender, inherited=False)
     if not regs or is_paused():
         return
     row = before if before is not None else instance
@@ -467,7 +486,26 @@ def _post_delete(sender, instance, using=None, **kwargs) -> None:
 
 
 def _install(model: type[models.Model]) -> None:
-    """Connect the signal handlers, make saves atomic, stream bulk operations."""
+    """Connect the signal handlers, make saves atomic, stream bulk operations,
+    for ``model`` and its subclasses (proxies, multi-table children): those
+    defined already, and those defined later."""
+    signals.class_prepared.connect(
+        _prepared, weak=False, dispatch_uid="durable_streams.state:class_prepared"
+    )
+    pending = [model]
+    while pending:
+        klass = pending.pop()
+        if not klass._meta.abstract:
+            _install_one(klass)
+        pending.extend(klass.__subclasses__())
+
+
+def _prepared(sender, **kwargs) -> None:
+    if not sender._meta.abstract and any(k in _registry for k in sender.__mro__[1:]):
+        _install_one(sender)
+
+
+def _install_one(model: type[models.Model]) -> None:
     uid = f"durable_streams.state:{model._meta.label}"
     signals.pre_save.connect(_pre_save, sender=model, weak=False, dispatch_uid=uid)
     signals.post_save.connect(_post_save, sender=model, weak=False, dispatch_uid=uid)

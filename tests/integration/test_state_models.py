@@ -11,7 +11,16 @@ from django.db.models import F
 
 from durable_streams import state
 from durable_streams.state import events
-from tests.stateapp.models import ROOMS_STREAM, Audit, Flag, Member, Message, Room
+from tests.stateapp.models import (
+    ROOMS_STREAM,
+    Announcement,
+    Audit,
+    Flag,
+    Member,
+    Message,
+    Room,
+    RoomProxy,
+)
 from tests.stateapp.support import (
     changes,
     expected_flags,
@@ -256,3 +265,32 @@ def test_a_value_that_is_not_a_json_object_is_refused_with_the_change():
     )
     with pytest.raises(state.StateError, match="cannot be sent as JSON"):
         nan.value_for(Audit(text="x"))
+
+
+def test_a_proxy_streams_as_the_model_it_proxies():
+    proxied = RoomProxy.objects.create(name="through a proxy")
+    proxied.name = "renamed"
+    proxied.save()
+    RoomProxy.objects.filter(pk=proxied.pk).update(topic="bulk")
+    RoomProxy.objects.get(pk=proxied.pk).delete()
+    assert [c[:2] for c in changes(ROOMS_STREAM)] == [
+        ("insert", "room"),
+        ("update", "room"),
+        ("update", "room"),
+        ("delete", "room"),
+    ]
+    assert materialized(ROOMS_STREAM).get_type("room") == {}
+
+
+def test_a_multi_table_child_streams_as_its_parent_once_per_change():
+    room = Room.objects.create(name="r")
+    pinned = Announcement.objects.create(room=room, author="mod", body="rules")
+    pinned.body = "new rules"
+    pinned.save()
+    Announcement.objects.create(room=room, author="mod", body="second")
+    path = room_stream(pinned)
+    assert materialized(path).get_type("message") == expected_room_stream(room.pk)["message"]
+    pinned.delete()
+    Announcement.objects.all().delete()
+    assert [c[0] for c in changes(path)] == ["insert", "update", "insert", "delete", "delete"]
+    assert materialized(path).get_type("message") == {}

@@ -4,6 +4,7 @@
 - Messages and members go to one stream per room, ``chat/room-<id>``: a
   multi-type stream (members are registered in apps.py with a serializer).
 - Flags are keyed by slug, use their own QuerySet class, and send old values.
+- A proxy (RoomProxy) and a multi-table child (Announcement) stream as their parents.
 """
 
 import uuid
@@ -65,6 +66,19 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.author}: {self.body}"
+
+
+class RoomProxy(Room):
+    """A proxy: it streams as a room (its own signals are connected too)."""
+
+    class Meta:
+        proxy = True
+
+
+class Announcement(Message):
+    """A multi-table child: its saves stream as messages (with the parent's fields)."""
+
+    pinned = models.BooleanField(default=True)
 
 
 class Member(models.Model):

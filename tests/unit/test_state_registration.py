@@ -6,7 +6,16 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from durable_streams import state
-from tests.stateapp.models import ROOMS_STREAM, Audit, Flag, Member, Message, Room
+from tests.stateapp.models import (
+    ROOMS_STREAM,
+    Announcement,
+    Audit,
+    Flag,
+    Member,
+    Message,
+    Room,
+    RoomProxy,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +71,9 @@ def test_registration_installs_streamed_querysets_on_every_manager():
     room = Room(pk=1)
     assert isinstance(room.messages.all(), state.StreamedQuerySet)
     assert not isinstance(Audit.objects.all(), state.StreamedQuerySet)
+    # Subclasses of a registered model, defined after it was registered.
+    assert isinstance(RoomProxy.objects.all(), state.StreamedQuerySet)
+    assert isinstance(Announcement.objects.all(), state.StreamedQuerySet)
 
 
 class _ElsewhereRouter:
