@@ -14,7 +14,7 @@ CONFORMANCE := tests/conformance
 # The official @durable-streams/state client, run by tests/acceptance/test_state_client.py.
 STATE_JS := tests/js
 
-.PHONY: install run test pytest pytest-django6 conformance lint clean bench state-client
+.PHONY: install run test pytest pytest-django6 conformance lint clean bench state-client chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,10 +39,15 @@ $(STATE_JS)/node_modules/.installed: $(STATE_JS)/package.json $(STATE_JS)/packag
 # Installs the State Protocol client; both pytest runs drive it against daphne.
 state-client: $(STATE_JS)/node_modules/.installed
 
+# The admin's browser test drives Debian's Chromium with Playwright, never a
+# browser build of its own: install the package only if it is missing.
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
 test: state-client pytest pytest-django6 conformance
 
 # The system Postgres on 127.0.0.1:5432 when it answers, else an embedded one.
-pytest: install state-client
+pytest: install state-client chromium
 	DATABASE_URL=$$($(PY) -m example_project.embedded url durable_streams) $(PY) -m pytest
 
 $(VENV_DJ6)/.installed: pyproject.toml
@@ -52,7 +57,7 @@ $(VENV_DJ6)/.installed: pyproject.toml
 	$(VENV_DJ6)/bin/python -m pip install -q -e ".[example,test]" "django>=6.0,<6.1"
 	touch $@
 
-pytest-django6: $(VENV_DJ6)/.installed state-client
+pytest-django6: $(VENV_DJ6)/.installed state-client chromium
 	DATABASE_URL=$$($(PY) -m example_project.embedded url durable_streams_dj6) \
 		$(VENV_DJ6)/bin/python -m pytest -p no:cacheprovider
 
