@@ -74,7 +74,15 @@ ALLOWED_HEADERS = ", ".join(
 
 @csrf_exempt
 async def stream_view(request: HttpRequest, stream_path: str) -> HttpResponse:
-    """Serve one stream URL."""
+    """Serve one stream URL (the view ``durable_streams.urls`` mounts)."""
+    return await serve(request, stream_path)
+
+
+async def serve(request: HttpRequest, stream_path: str) -> HttpResponse:
+    """Answer one protocol request for the stream at ``stream_path``.
+
+    Shared by the URLconf view and the lean ASGI app (:mod:`durable_streams.asgi`).
+    """
     started = time.monotonic()
     handler = _HANDLERS.get(request.method or "")
     try:
@@ -216,7 +224,7 @@ def _stream_headers(response: HttpResponse, meta: storage.StreamMeta) -> None:
         response["Stream-Expires-At"] = format_expires_at(meta.expires_at)
 
 
-def _parse_fork(request: HttpRequest) -> storage.ForkSpec | None:
+def _parse_fork(request: HttpRequest, path: str) -> storage.ForkSpec | None:
     """The fork headers of a PUT, validated (spec 4.2)."""
     source = request.headers.get("Stream-Forked-From")
     offset = request.headers.get("Stream-Fork-Offset")
@@ -226,7 +234,7 @@ def _parse_fork(request: HttpRequest) -> storage.ForkSpec | None:
             raise BadRequest("Stream-Fork-Offset and -Sub-Offset need Stream-Forked-From")
         return None
     source = unquote(source.strip())
-    prefix = request.path[: len(request.path) - len(request.resolver_match.kwargs["stream_path"])]
+    prefix = request.path[: len(request.path) - len(path)]
     if not source.startswith(prefix) or len(source) == len(prefix):
         raise BadRequest("Stream-Forked-From must be the path of a stream on this server")
     source_path = source[len(prefix) :]
@@ -257,7 +265,7 @@ async def _put(request: HttpRequest, path: str) -> HttpResponse:
     expires_at = _parse_expires_at(request.headers.get("Stream-Expires-At"))
     if ttl is not None and expires_at is not None:
         raise BadRequest("use Stream-TTL or Stream-Expires-At, not both")
-    fork = _parse_fork(request)
+    fork = _parse_fork(request, path)
     body = _read_body(request)
     payload = None
     if body:
@@ -489,6 +497,41 @@ def _sse_event(event: str, payload: str) -> str:
     return f"event: {event}\n{lines}\n"
 
 
+def _sse_render(result: storage.ReadResult, cursor: str, decoder, text_mode: bool) -> bytes:
+    """A chunk's data event and its control event, in one write.
+
+    One append wakes every reader of a stream and they share one read, so the
+    rendering is shared too: keyed by everything that can differ between
+    readers (the cursor, and bytes of a split UTF-8 character left over from
+    the reader's previous chunk), with the decoder state it leaves behind.
+    """
+    pending = decoder.getstate() if text_mode else None
+    key = (cursor, pending)
+    cached = result.renderings.get(key)
+    if cached is not None:
+        out, state = cached
+        if text_mode:
+            decoder.setstate(state)
+        return out
+    text = ""
+    if result.units:
+        if text_mode:
+            payload = decoder.decode(result.body)
+        else:
+            payload = base64.b64encode(result.body).decode("ascii")
+        text = _sse_event("data", payload)
+    control: dict[str, object] = {"streamNextOffset": result.next_offset}
+    if result.closed:
+        control["streamClosed"] = True
+    else:
+        control["streamCursor"] = cursor
+    if result.up_to_date:
+        control["upToDate"] = True
+    out = (text + _sse_event("control", json.dumps(control, separators=(",", ":")))).encode()
+    result.renderings[key] = (out, decoder.getstate() if text_mode else None)
+    return out
+
+
 async def _sse_events(
     request: HttpRequest, meta: storage.StreamMeta, position: int | None
 ) -> AsyncIterator[bytes]:
@@ -507,24 +550,8 @@ async def _sse_events(
             except StreamError:
                 return  # deleted or expired while we streamed: end the response
             position = result.next_position
-            # A data event and its control event go out in one write.
-            out = ""
-            if result.units:
-                if text_mode:
-                    payload = decoder.decode(result.body)
-                else:
-                    payload = base64.b64encode(result.body).decode("ascii")
-                out = _sse_event("data", payload)
             if result.units or not sent_control or result.closed:
-                control: dict[str, object] = {"streamNextOffset": result.next_offset}
-                if result.closed:
-                    control["streamClosed"] = True
-                else:
-                    control["streamCursor"] = cursor
-                if result.up_to_date:
-                    control["upToDate"] = True
-                out += _sse_event("control", json.dumps(control, separators=(",", ":")))
-                yield out.encode()
+                yield _sse_render(result, cursor, decoder, text_mode)
                 sent_control = True
                 if result.closed:
                     return

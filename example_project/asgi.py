@@ -1,4 +1,11 @@
-"""ASGI entry point: ``daphne example_project.asgi:application``."""
+"""ASGI entry points of the example project.
+
+``application`` (what ``make run`` serves) answers ``/v1/stream/`` through the
+lean :class:`durable_streams.asgi.StreamsASGIApp` and everything else (the
+admin, the API) through Django. ``django_application`` serves the streams
+through the URLconf (``include("durable_streams.urls")``) and the full
+middleware stack instead; the test suite runs the protocol against both.
+"""
 
 import os
 
@@ -11,4 +18,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from durable_streams.asgi import StreamsASGIApp  # noqa: E402
+
+application = ProtocolTypeRouter({"http": StreamsASGIApp(django_asgi_app, prefix="/v1/stream/")})
+django_application = ProtocolTypeRouter({"http": django_asgi_app})

@@ -1,0 +1,141 @@
+"""A lean ASGI entry point for the stream URLs.
+
+``include("durable_streams.urls")`` serves streams through Django's full
+request handling: URL resolution, every middleware, and an executor thread
+per request for the sync parts of that stack. For a server whose job is
+mostly streams, :class:`StreamsASGIApp` answers the stream prefix directly:
+it builds the same ``HttpRequest``, calls the same view (access policy
+included) and sends its response, skipping only Django's middleware chain.
+Everything else goes to the wrapped application::
+
+    from django.core.asgi import get_asgi_application
+    from durable_streams.asgi import StreamsASGIApp
+
+    django_app = get_asgi_application()
+    application = StreamsASGIApp(django_app, prefix="/v1/stream/")
+
+Because middleware does not run for stream URLs, ``request.user`` and
+``request.session`` are not set there: policies must authenticate from the
+request itself (tokens, signed URLs, DRF token or basic authentication).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable
+
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponse
+
+from .conf import ds_settings
+from .views import serve
+
+logger = logging.getLogger("durable_streams.requests")
+
+ASGIApp = Callable[
+    [dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]
+]
+
+
+class StreamsASGIApp:
+    """Serve ``prefix`` straight from ASGI; pass everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp, prefix: str = "/v1/stream/") -> None:
+        if not prefix.startswith("/") or not prefix.endswith("/"):
+            raise ValueError("prefix must start and end with '/'")
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(self.prefix) or path == self.prefix:
+            await self.app(scope, receive, send)
+            return
+        body, too_large = await _read_body(receive, int(ds_settings.MAX_APPEND_SIZE))
+        request = ASGIRequest(scope, body)
+        if too_large:
+            response = HttpResponse(
+                "body too large\n", status=413, content_type="text/plain; charset=utf-8"
+            )
+        else:
+            try:
+                response = await serve(request, path[len(self.prefix) :])
+            except Exception:
+                logger.exception("%s %s failed", scope.get("method"), path)
+                response = HttpResponse(
+                    "internal error\n", status=500, content_type="text/plain; charset=utf-8"
+                )
+        try:
+            await _send_response(response, receive, send)
+        finally:
+            body.close()
+
+
+async def _read_body(receive, limit: int):
+    """The request body, spooled to disk past 1 MB; stops reading past ``limit``."""
+    body = tempfile.SpooledTemporaryFile(max_size=1024 * 1024, mode="w+b")
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return body, True
+        body.write(chunk)
+        if not message.get("more_body", False):
+            break
+    body.seek(0)
+    return body, False
+
+
+def _headers(response: HttpResponse) -> list[tuple[bytes, bytes]]:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+    for cookie in response.cookies.values():
+        headers.append((b"Set-Cookie", cookie.output(header="").strip().encode("latin-1")))
+    return headers
+
+
+async def _send_response(response: HttpResponse, receive, send) -> None:
+    start = {"type": "http.response.start", "status": response.status_code}
+    start["headers"] = _headers(response)
+    if not response.streaming:
+        await send(start)
+        await send({"type": "http.response.body", "body": response.content})
+        return
+    # Streaming (SSE): stop the moment the client goes away, so its waiter
+    # is cancelled and nothing keeps reading for nobody.
+    streamer = asyncio.ensure_future(_stream(response, start, send))
+    watcher = asyncio.ensure_future(_until_disconnect(receive))
+    try:
+        await asyncio.wait([streamer, watcher], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (streamer, watcher):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if streamer.done() and not streamer.cancelled() and streamer.exception():
+            logger.error("stream response failed", exc_info=streamer.exception())
+
+
+async def _stream(response, start: dict, send) -> None:
+    await send(start)
+    try:
+        async for chunk in response.streaming_content:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        close = getattr(response.streaming_content, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+
+
+async def _until_disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
