@@ -433,8 +433,10 @@ def _has_expressions(instance: models.Model) -> bool:
 def _pre_save(sender, instance, raw=False, using=None, update_fields=None, **kwargs) -> None:
     instance.__dict__[_BEFORE] = None
     regs = streaming(sender)
-    if raw or not regs or is_paused() or instance._state.adding or instance.pk is None:
+    if raw or not regs or is_paused() or instance.pk is None:
         return
+    if instance._state.adding and instance._meta.pk.has_default():
+        return  # a new row: Django inserts without looking for an existing one
     if any(
         r.needs_before and (update_fields is None or r.affected_by(update_fields)) for r in regs
     ):

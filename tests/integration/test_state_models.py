@@ -294,3 +294,13 @@ def test_a_multi_table_child_streams_as_its_parent_once_per_change():
     Announcement.objects.all().delete()
     assert [c[0] for c in changes(path)] == ["insert", "update", "insert", "delete", "delete"]
     assert materialized(path).get_type("message") == {}
+
+
+def test_saving_a_new_instance_over_an_existing_primary_key_is_an_update():
+    room = Room.objects.create(name="r")
+    original = Message.objects.create(room=room, author="a", body="original")
+    other = Room.objects.create(name="other")
+    Message(pk=original.pk, room=other, author="a", body="replaced").save()
+    assert changes(room_stream(original))[-1] == ("delete", "message", str(original.pk))
+    (moved,) = stream_events(room_stream(Message(room=other)))
+    assert moved["value"]["body"] == "replaced"
