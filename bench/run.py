@@ -107,6 +107,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "node": out([shutil.which("node") or "node", "--version"]),
         "commit": commit,
+        # other work on the machine skews every figure: recorded at start and end
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -284,60 +286,73 @@ def summary(name: str, res: dict) -> str:
 
 
 async def run_server(spec: Any, params: Params, scenarios: set[str], run_id: str) -> dict:
+    """Every selected scenario against one server; each fan-out level on a fresh process.
+
+    A fresh process per fan-out level gives its memory figure a clean
+    baseline (no readers, buffers or garbage left from earlier scenarios).
+    """
     if spec.key == "ours":
         python = spec.command[0]
         print("   preparing database durable_streams_bench (drop, create, migrate)", flush=True)
         spec.env = ours_env(prepare_ours_database(python))
-    server = RunningServer(spec)
-    await server.start()
-    print(f"   {' '.join(server.command)}  (pid {server.proc.pid}, port {server.port})", flush=True)
-    bench = Bench(server, params, run_id, print)
-    plan: list[tuple[str, str, Callable[[], Any]]] = [
-        ("1", "appends_1", lambda: bench.appends(1)),
-        ("1", "appends_8", lambda: bench.appends(8)),
-        ("2", "batched", bench.batched),
-        ("3", "catchup", bench.catchup),
-        ("4", "live", bench.live),
+    servers: list[RunningServer] = []
+
+    async def fresh(tag: str) -> Bench:
+        if servers:
+            servers[-1].stop()
+        server = RunningServer(spec, tag)
+        servers.append(server)
+        await server.start()
+        print(f"   [{tag}] {' '.join(server.command)}  (pid {server.proc.pid})", flush=True)
+        return Bench(server, params, run_id, print)
+
+    plan: list[tuple[str, str, str, tuple]] = [
+        ("1", "appends_1", "appends", (1,)),
+        ("1", "appends_8", "appends", (8,)),
+        ("2", "batched", "batched", ()),
+        ("3", "catchup", "catchup", ()),
+        ("4", "live", "live", ()),
     ]
-    for n in params.fanout_levels:
-        plan.append(("5", f"fanout_{n}", lambda n=n: bench.fanout_level(n)))
+    plan += [("5", f"fanout_{n}", "fanout_level", (n,)) for n in params.fanout_levels]
+    plan = [step for step in plan if step[0] in scenarios]
     results: dict[str, dict] = {}
     fanout_reached = True
+    bench: Bench | None = None
     try:
-        for number, name, fn in plan:
-            if number not in scenarios:
-                continue
-            if name.startswith("fanout") and not fanout_reached:
+        for _number, name, method, args in plan:
+            fanout = name.startswith("fanout")
+            if fanout and not fanout_reached:
                 results[name] = {"skipped": "a lower level was not reached", "kept_up": False}
                 print(f"   {name}: skipped (a lower level was not reached)", flush=True)
                 continue
-            if not server.alive():
-                results[name] = {"error": "server not running", "errors": 1, "verified": False}
-                print(f"   {name}: server not running", flush=True)
-                continue
             t0 = time.monotonic()
             try:
-                results[name] = await fn()
+                if bench is None or fanout:
+                    bench = await fresh(name if fanout else "main")
+                    if not fanout and params.warmup_seconds:
+                        await bench.warmup()
+                if not bench.server.alive():
+                    raise RuntimeError(f"server exited: {bench.server.log_tail(300)}")
+                results[name] = await getattr(bench, method)(*args)
             except Exception as e:  # recorded; the run goes on
                 results[name] = {
                     "error": f"{type(e).__name__}: {e}"[:500],
                     "errors": 1,
                     "verified": False,
                 }
-                if name.startswith("fanout"):
+                if fanout:
                     results[name]["kept_up"] = False
-            if name.startswith("fanout") and results[name].get("subscribed") != int(
-                name.split("_")[1]
-            ):
+            if fanout and results[name].get("subscribed") != args[0]:
                 fanout_reached = False
             print(
                 f"   {name} ({time.monotonic() - t0:.0f}s): {summary(name, results[name])}",
                 flush=True,
             )
     finally:
-        server.stop()
-    if not server.log_path.exists() or server.log_path.stat().st_size == 0:
-        server.log_path.unlink(missing_ok=True)
+        for server in servers:
+            server.stop()
+            if server.log_path.exists() and server.log_path.stat().st_size == 0:
+                server.log_path.unlink()
     return results
 
 
@@ -377,6 +392,7 @@ async def amain(args: argparse.Namespace) -> dict | None:
             print(f"   FAILED to run: {type(e).__name__}: {e}", flush=True)
             results[key] = {"server": {"error": f"{type(e).__name__}: {e}"[:500], "errors": 1}}
     elapsed = time.monotonic() - t0
+    machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     targets = judge_targets(results)
     print()
     print(render_table(labels, results, params))

@@ -36,29 +36,36 @@ KEPT_UP_MAX_S = 2.0
 class Params:
     """Sizes and durations; ``quick()`` is a smoke test of every code path."""
 
-    append_seconds: float = 8.0
+    warmup_seconds: float = 2.0
+    append_seconds: float = 6.0
     append_writers: int = 8
     append_procs: int = 2
-    batch_seconds: float = 8.0
+    batch_seconds: float = 6.0
     batch_producers: int = 8
     batch_size: int = 100
     catchup_bytes: int = 64 * MiB
     catchup_min_seconds: float = 2.0
     catchup_max_passes: int = 6
+    catchup_max_seconds: float = 8.0
     live_seconds: float = 10.0
     live_interval: float = 0.020
     live_long_poll: int = 100
     live_sse: int = 100
     live_procs: int = 2
     fanout_levels: tuple[int, ...] = (1000, 5000, 10000)
-    fanout_seconds: float = 6.0
+    fanout_seconds: float = 5.0
     fanout_rate: float = 10.0
     fanout_procs: int = 4
-    fanout_connect_seconds: float = 60.0
+    fanout_connect_seconds: float = 40.0
+    # after the writer is done: time for deliveries still under way
+    drain_seconds: float = 10.0
+    # the closed-loop writer gives up this long after its planned end
+    writer_slack_seconds: float = 3.0
 
     @classmethod
     def quick(cls) -> Params:
         return cls(
+            warmup_seconds=1.0,
             append_seconds=2.0,
             batch_seconds=2.0,
             catchup_bytes=8 * MiB,
@@ -134,16 +141,20 @@ def split(items: list, n: int) -> list[list]:
     return [items[i::n] for i in range(n)]
 
 
-def percentile(values: list[float] | array, q: float) -> float | None:
+def percentile(values: list[float] | array, q: float, *, ordered: bool = False) -> float | None:
     if not values:
         return None
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
+    ordered_values = values if ordered else sorted(values)
+    k = min(len(ordered_values) - 1, max(0, round(q / 100 * (len(ordered_values) - 1))))
+    return ordered_values[k]
 
 
 def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 2)
+
+
+def rate(amount: float, seconds: float) -> float | None:
+    return round(amount / seconds, 2) if seconds > 0 else None
 
 
 def latencies_of(blobs: list[bytes]) -> array:
@@ -191,11 +202,20 @@ class Bench:
                 raise RuntimeError(f"GET {path}: empty chunk before the tail")
         raise RuntimeError(f"GET {path}: did not reach the tail")
 
+    async def warmup(self) -> None:
+        """A few seconds of scenario 1 before measuring, for every server alike.
+
+        Node's JIT and heap sizing, and our connection pools, otherwise make
+        the first seconds of whichever scenario comes first slower.
+        """
+        await self.appends(1, seconds=self.p.warmup_seconds, name="warmup")
+
     # ------------------------------------------------------------------ 1
-    async def appends(self, streams: int) -> dict:
+    async def appends(self, streams: int, seconds: float = 0.0, name: str = "append") -> dict:
         p = self.p
+        seconds = seconds or p.append_seconds
         conn = Connection(self.host, self.port)
-        paths = [self.path(f"append{streams}-{i}") for i in range(streams)]
+        paths = [self.path(f"{name}{streams}-{i}") for i in range(streams)]
         for path in paths:
             await self.create(conn, path, "application/json")
         writers = [(w, paths[w % streams]) for w in range(p.append_writers)]
@@ -204,8 +224,10 @@ class Bench:
         try:
             await group.gather("ready", 60)
             start_at = time.monotonic() + 0.2
-            group.broadcast("go", {"start_at": start_at, "end_at": start_at + p.append_seconds})
-            results = await group.gather("done", p.append_seconds + 90)
+            cpu0 = self.server.cpu_seconds()
+            group.broadcast("go", {"start_at": start_at, "end_at": start_at + seconds})
+            results = await group.gather("done", seconds + 90)
+            server_cpu = self.server.cpu_seconds() - cpu0
         finally:
             group.close()
         ledgers: dict[int, WriterLedger] = {}
@@ -230,9 +252,9 @@ class Bench:
             "p50_ms": ms(percentile(lat, 50)),
             "p99_ms": ms(percentile(lat, 99)),
             "acked": acked,
-            "client_cpu": round(sum(r["cpu_s"] for r in results) / elapsed, 2)
-            if elapsed > 0
-            else None,
+            # CPU seconds per second of load: a client near 1.0 per process would be the limit
+            "client_cpu": rate(sum(r["cpu_s"] for r in results), elapsed),
+            "server_cpu": rate(server_cpu, elapsed),
             "errors": errors + problems,
             "verified": problems == 0,
             "error_samples": samples[:5],
@@ -253,8 +275,10 @@ class Bench:
         try:
             await group.gather("ready", 60)
             start_at = time.monotonic() + 0.2
+            cpu0 = self.server.cpu_seconds()
             group.broadcast("go", {"start_at": start_at, "end_at": start_at + p.batch_seconds})
             results = await group.gather("done", p.batch_seconds + 90)
+            server_cpu = self.server.cpu_seconds() - cpu0
         finally:
             group.close()
         ledgers = {
@@ -277,9 +301,9 @@ class Bench:
             "p99_ms": ms(percentile(lat, 99)),
             "retries": sum(r["retries"] for r in results),
             "acked": msgs,
-            "client_cpu": round(sum(r["cpu_s"] for r in results) / elapsed, 2)
-            if elapsed > 0
-            else None,
+            # CPU seconds per second of load: a client near 1.0 per process would be the limit
+            "client_cpu": rate(sum(r["cpu_s"] for r in results), elapsed),
+            "server_cpu": rate(server_cpu, elapsed),
             "errors": errors + problems,
             "verified": problems == 0,
             "error_samples": (samples + detail)[:5],
@@ -317,6 +341,7 @@ class Bench:
                 "size": p.catchup_bytes,
                 "seed": seed,
                 "min_time": p.catchup_min_seconds,
+                "max_time": p.catchup_max_seconds,
                 "max_passes": p.catchup_max_passes,
             }
             group = WorkerGroup("catchup", [cfg] * readers)
@@ -336,15 +361,25 @@ class Bench:
 
     # ------------------------------------------------------------------ 4 and 5
     async def _live_writer(
-        self, conn: Connection, path: str, count: int, interval: float
-    ) -> tuple[str, int, list[str]]:
-        """Append ``count`` messages every ``interval`` s, then close the stream."""
+        self, conn: Connection, path: str, count: int, interval: float, slack: float
+    ) -> tuple[str, int, list[str], bool]:
+        """Append up to ``count`` messages, one every ``interval`` s, then close the stream.
+
+        Closed loop (each append waits for its acknowledgement), so a server
+        that answers slowly gets fewer appends: the writer stops ``slack``
+        seconds after the planned end. Returns the digest of what was sent,
+        the number sent, the errors, and whether all ``count`` went out in time.
+        """
         head = conn.build("POST", path, {"Content-Type": "application/json"}, live_msg(0, 0))
         head = head[: -len(live_msg(0, 0))]
         digest = hashlib.sha256()
         errors: list[str] = []
         t0 = time.monotonic()
+        stop_by = t0 + count * interval + slack
+        sent = 0
         for seq in range(count):
+            if time.monotonic() > stop_by:
+                break
             delay = t0 + seq * interval - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -357,11 +392,12 @@ class Bench:
             except (HTTPError, TimeoutError, OSError) as e:
                 errors.append(f"append {seq}: {e!r}")
             digest.update(body + b"\n")
+            sent += 1
         async with asyncio.timeout(30):
             r = await conn.request("POST", path, {"Stream-Closed": "true"}, b"")
         if r.status not in (200, 204):
             errors.append(f"close: HTTP {r.status} {r.body[:100]!r}")
-        return digest.hexdigest(), count, errors
+        return digest.hexdigest(), sent, errors, sent == count
 
     def _judge(self, mode_results: list[dict], count: int, digest: str) -> dict:
         readers = sum(m["readers"] for m in mode_results)
@@ -369,7 +405,7 @@ class Bench:
             c for m in mode_results for n, d, c in m["outcomes"] if n == count and d == digest
         )
         closed = sum(m["closed"] for m in mode_results)
-        lat = latencies_of([m["latencies"] for m in mode_results])
+        lat = sorted(latencies_of([m["latencies"] for m in mode_results]))
         return {
             "readers": readers,
             "subscribed": sum(m["subscribed"] for m in mode_results),
@@ -379,9 +415,9 @@ class Bench:
             "duplicates": sum(m["duplicates"] for m in mode_results),
             "reader_errors": sum(m["errors"] for m in mode_results),
             "reconnects": sum(m["reconnects"] for m in mode_results),
-            "p50_ms": ms(percentile(lat, 50)),
-            "p99_ms": ms(percentile(lat, 99)),
-            "max_ms": ms(max(lat) if lat else None),
+            "p50_ms": ms(percentile(lat, 50, ordered=True)),
+            "p99_ms": ms(percentile(lat, 99, ordered=True)),
+            "max_ms": ms(lat[-1] if lat else None),
             "mean_ms": ms(statistics.fmean(lat) if lat else None),
             "deliveries": len(lat),
         }
@@ -394,7 +430,7 @@ class Bench:
         count = round(p.live_seconds / p.live_interval)
         now = time.monotonic()
         connect_by = now + 30
-        finish_by = connect_by + p.live_seconds + 30
+        finish_by = connect_by + p.live_seconds + p.writer_slack_seconds + p.drain_seconds + 5
         cfgs = []
         for i in range(p.live_procs):
             lp = p.live_long_poll // p.live_procs + (i < p.live_long_poll % p.live_procs)
@@ -413,12 +449,16 @@ class Bench:
         try:
             ready = await group.gather("ready", 60)
             await asyncio.sleep(0.5)  # the first long-polls reach the server
-            digest, count, werrors = await self._live_writer(conn, path, count, p.live_interval)
-            results = await group.gather("done", finish_by - time.monotonic() + 30)
+            planned = count
+            digest, count, werrors, on_time = await self._live_writer(
+                conn, path, count, p.live_interval, slack=p.writer_slack_seconds
+            )
+            group.broadcast("finish_by", time.monotonic() + p.drain_seconds)
+            results = await group.gather("done", p.drain_seconds + 60)
         finally:
             group.close()
             conn.close()
-        out: dict[str, Any] = {"messages": count}
+        out: dict[str, Any] = {"messages": count, "planned": planned, "writer_on_time": on_time}
         errors = len(werrors)
         samples = list(werrors[:5])
         for mode, key in (("long-poll", "lp"), ("sse", "sse")):
@@ -443,7 +483,7 @@ class Bench:
         rss_before = self.server.rss()
         now = time.monotonic()
         connect_by = now + p.fanout_connect_seconds
-        finish_by = connect_by + p.fanout_seconds + 30
+        finish_by = connect_by + p.fanout_seconds + p.writer_slack_seconds + p.drain_seconds + 5
         procs = max(1, min(p.fanout_procs, readers))
         cfgs = [
             {
@@ -472,8 +512,19 @@ class Bench:
                 round((rss_idle - rss_before) / 1024 / subscribed, 1) if subscribed else None
             )
             count = round(p.fanout_seconds * p.fanout_rate)
-            digest, count, werrors = await self._live_writer(conn, path, count, 1 / p.fanout_rate)
-            results = await group.gather("done", finish_by - time.monotonic() + 60)
+            t_write = time.monotonic()
+            cpu0 = self.server.cpu_seconds()
+            planned = count
+            digest, count, werrors, on_time = await self._live_writer(
+                conn, path, count, 1 / p.fanout_rate, slack=p.writer_slack_seconds
+            )
+            group.broadcast("finish_by", time.monotonic() + p.drain_seconds)
+            t_drain = time.monotonic()
+            out["server_cpu"] = rate(self.server.cpu_seconds() - cpu0, t_drain - t_write)
+            results = await group.gather("done", p.drain_seconds + 60)
+            t_done = time.monotonic()
+            out["write_s"] = round(t_drain - t_write, 1)
+            out["drain_s"] = round(t_done - t_drain, 1)
         finally:
             group.close()
             conn.close()
@@ -482,8 +533,11 @@ class Bench:
         errors = len(werrors) + j["reader_errors"] + j["gaps"] + j["duplicates"] + bad
         out.update(
             messages=count,
+            planned=planned,
+            writer_on_time=on_time,
             complete=j["complete"],
             kept_up=bad == 0
+            and on_time
             and not werrors
             and subscribed == readers
             and j["max_ms"] is not None

@@ -129,13 +129,13 @@ def ours_env(database_url: str) -> dict[str, str]:
 
 
 class RunningServer:
-    def __init__(self, spec: ServerSpec) -> None:
+    def __init__(self, spec: ServerSpec, tag: str = "main") -> None:
         self.spec = spec
         self.host = "127.0.0.1"
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.data_dir: str | None = None
-        self.log_path = RESULTS / f"{spec.key}.log"
+        self.log_path = RESULTS / f"{spec.key}-{tag}.log"
 
     @property
     def command(self) -> list[str]:
@@ -197,6 +197,22 @@ class RunningServer:
         for p in procs:
             with contextlib.suppress(psutil.Error):
                 total += p.memory_info().rss
+        return total
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server process and its children."""
+        if self.proc is None:
+            return 0.0
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
         return total
 
     def alive(self) -> bool:
