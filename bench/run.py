@@ -152,7 +152,8 @@ def table_rows(params: Params) -> list[tuple[str, Callable[[dict], str]]]:
     add("2. batched producer (100/POST): msgs/s", lambda r: _num(_get(r, "batched", "msgs_per_s")))
     add("   MB/s", lambda r: _num(_get(r, "batched", "mb_per_s"), 1))
     add(
-        "3. catch-up 64 MB, 1 reader: MB/s", lambda r: _num(_get(r, "catchup", "readers1_mb_per_s"))
+        f"3. catch-up {params.catchup_bytes >> 20} MB, 1 reader: MB/s",
+        lambda r: _num(_get(r, "catchup", "readers1_mb_per_s")),
     )
     add("   4 readers: MB/s (total)", lambda r: _num(_get(r, "catchup", "readers4_mb_per_s")))
     add(
@@ -376,6 +377,8 @@ async def amain(args: argparse.Namespace) -> dict | None:
         f"({machine['cpu_model']}), commit {machine['commit']}",
         flush=True,
     )
+    for old_log in RESULTS.glob("*.log"):  # server logs of this run only
+        old_log.unlink()
     results: dict[str, dict] = {}
     labels: dict[str, str] = {}
     commands: dict[str, str] = {}

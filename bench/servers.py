@@ -38,7 +38,8 @@ REFERENCE = ROOT / "bench" / "reference"
 BENCH_DB = "durable_streams_bench"
 
 # ASGI servers for ``BENCH_SERVER``; {python} and {port} are filled in.
-# Backlogs are raised so 10,000 readers connecting in waves are not refused.
+# Backlogs are raised so 10,000 readers connecting in waves are not refused;
+# granian's "asginl" is ASGI without lifespan (the project's router has none).
 SERVER_COMMANDS = {
     "daphne": "{python} -m daphne -b 127.0.0.1 -p {port} example_project.asgi:application",
     "uvicorn": (
@@ -46,7 +47,7 @@ SERVER_COMMANDS = {
         "--backlog 4096 example_project.asgi:application"
     ),
     "granian": (
-        "{python} -m granian --interface asgi --host 127.0.0.1 --port {port} --no-access-log "
+        "{python} -m granian --interface asginl --host 127.0.0.1 --port {port} --no-access-log "
         "--backlog 4096 --backpressure 16384 example_project.asgi:application"
     ),
 }
