@@ -445,20 +445,31 @@ class Bench:
                     "finish_by": finish_by,
                 }
             )
+        t_spawn = time.monotonic()
         group = WorkerGroup("live", cfgs)
         try:
             ready = await group.gather("ready", 60)
             await asyncio.sleep(0.5)  # the first long-polls reach the server
+            t_write = time.monotonic()
+            cpu0 = self.server.cpu_seconds()
             planned = count
             digest, count, werrors, on_time = await self._live_writer(
                 conn, path, count, p.live_interval, slack=p.writer_slack_seconds
             )
+            server_cpu = rate(self.server.cpu_seconds() - cpu0, time.monotonic() - t_write)
             group.broadcast("finish_by", time.monotonic() + p.drain_seconds)
             results = await group.gather("done", p.drain_seconds + 60)
+            client_cpu = rate(sum(r["cpu_s"] for r in results), time.monotonic() - t_spawn)
         finally:
             group.close()
             conn.close()
-        out: dict[str, Any] = {"messages": count, "planned": planned, "writer_on_time": on_time}
+        out: dict[str, Any] = {
+            "client_cpu": client_cpu,
+            "server_cpu": server_cpu,
+            "messages": count,
+            "planned": planned,
+            "writer_on_time": on_time,
+        }
         errors = len(werrors)
         samples = list(werrors[:5])
         for mode, key in (("long-poll", "lp"), ("sse", "sse")):
@@ -497,6 +508,7 @@ class Bench:
             }
             for i in range(procs)
         ]
+        t_spawn = time.monotonic()
         group = WorkerGroup("live", cfgs)
         out: dict[str, Any] = {"readers": readers}
         try:
@@ -523,6 +535,7 @@ class Bench:
             out["server_cpu"] = rate(self.server.cpu_seconds() - cpu0, t_drain - t_write)
             results = await group.gather("done", p.drain_seconds + 60)
             t_done = time.monotonic()
+            out["client_cpu"] = rate(sum(r["cpu_s"] for r in results), t_done - t_spawn)
             out["write_s"] = round(t_drain - t_write, 1)
             out["drain_s"] = round(t_done - t_drain, 1)
         finally:

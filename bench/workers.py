@@ -499,6 +499,7 @@ async def role_live(cfg: dict, chan: Channel) -> dict:
             readers.append(r)
             run = _run_sse if mode == "sse" else _run_long_poll
             tasks.append(asyncio.ensure_future(run(r, host, port, path, finish_by, gate)))
+    cpu0 = time.process_time()
     subs = [r.subscribed for r in readers]
     if subs:
         await asyncio.wait(subs, timeout=max(0.1, cfg["connect_by"] - time.monotonic()))
@@ -526,7 +527,7 @@ async def role_live(cfg: dict, chan: Channel) -> dict:
     if not told.done():
         await asyncio.wait([told], timeout=30)  # its thread must end before the loop closes
 
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"cpu_s": time.process_time() - cpu0}
     for mode in ("long-poll", "sse"):
         rs = [r for r in readers if r.mode == mode]
         outcomes = Counter((r.expected, r.hash.hexdigest()) for r in rs)
