@@ -14,6 +14,7 @@ filled in. Results: a side-by-side table, a ``BENCH_JSON {...}`` line and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -67,6 +68,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--fanout", default=None, help="fan-out levels, e.g. 1000,5000,10000")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"), help="JSON results file")
+    ap.add_argument(
+        "--report",
+        metavar="JSON",
+        help="print the table and targets of an earlier run's JSON file, run nothing",
+    )
     return ap.parse_args(argv)
 
 
@@ -182,6 +188,14 @@ def table_rows(params: Params) -> list[tuple[str, Callable[[dict], str]]]:
             lambda r, sc=sc: _lat(_get(r, sc, "p99_ms"), _get(r, sc, "max_ms")),
         )
         add("   server KB per idle reader", lambda r, sc=sc: _num(_get(r, sc, "kb_per_conn"), 1))
+
+        def appended(r: dict, sc: str = sc) -> str:
+            res = r.get(sc, {})
+            if res.get("planned") is None:
+                return "-"
+            return f"{res.get('messages')}/{res['planned']}"
+
+        add("   appends made at 10/s (of planned)", appended)
 
     def total_errors(r: dict) -> str:
         return _num(sum(int(v.get("errors") or 0) for v in r.values() if isinstance(v, dict)))
@@ -426,8 +440,31 @@ def write_report(report: dict, out: str) -> None:
     print("BENCH_JSON " + json.dumps(report, separators=(",", ":")))
 
 
+def print_report(path: str) -> None:
+    with open(path) as fh:
+        report = json.load(fh)
+    fields = {f.name for f in dataclasses.fields(Params)}
+    params = Params(**{k: v for k, v in report["params"].items() if k in fields})
+    params.fanout_levels = tuple(params.fanout_levels)
+    labels = {k: v["label"] for k, v in report["servers"].items()}
+    m = report["machine"]
+    print(
+        f"{report['date']}, {m['cpus']} CPUs ({m['cpu_model']}), commit {m['commit']}, "
+        f"load average {m.get('load_average_start')} -> {m.get('load_average_end')}, "
+        f"{report['elapsed_s']:.0f}s\n"
+    )
+    print(render_table(labels, report["results"], params))
+    print()
+    for t in report["targets"]:
+        mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        print(f"- [{mark}] {t['target']}: {t['value']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        print_report(args.report)
+        return 0
     raise_nofile_limit()
     report = run_loop(amain(args))
     if report is None:
