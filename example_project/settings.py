@@ -24,6 +24,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Django 6 checks that apps using ArrayField (the stream tables) have it.
+    "django.contrib.postgres",
     "rest_framework",
     "django_filters",
     "durable_streams",

@@ -128,6 +128,11 @@ def test_drf_rules_without_classes_use_the_drf_defaults():
     assert rule.authentication_classes == tuple(api_settings.DEFAULT_AUTHENTICATION_CLASSES)
 
 
+# Sync policy methods run on a database thread (durable_streams.executor), which
+# checks its connection before each call.
+_db_thread = pytest.mark.django_db
+
+
 # --- running it ----------------------------------------------------------------------------
 
 
@@ -150,6 +155,7 @@ async def test_preflight_is_never_checked():
         assert await authorize(request("OPTIONS"), "a") is None
 
 
+@_db_thread
 async def test_the_base_policy_denies_every_operation_with_403():
     with override_settings(DURABLE_STREAMS={**BASE, "POLICY": Policy}):
         for method in ("GET", "PUT", "POST", "DELETE"):
@@ -158,6 +164,7 @@ async def test_the_base_policy_denies_every_operation_with_403():
             assert caught.value.status == 403
 
 
+@_db_thread
 async def test_sync_and_async_policy_methods_are_both_honoured():
     with override_settings(DURABLE_STREAMS={**BASE, "POLICY": "tests.policies.TokenPolicy"}):
         bearer = {"Authorization": "Bearer reader-token"}
@@ -170,6 +177,7 @@ async def test_sync_and_async_policy_methods_are_both_honoured():
         assert caught.value.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+@_db_thread
 async def test_appending_with_close_needs_both_permissions():
     with override_settings(DURABLE_STREAMS={**BASE, "POLICY": "tests.policies.TokenPolicy"}):
         closing = {"Stream-Closed": "true", "Authorization": "Bearer appender-token"}
@@ -178,6 +186,7 @@ async def test_appending_with_close_needs_both_permissions():
         await authorize(request("POST", body=b"more", Authorization="Bearer appender-token"), "a")
 
 
+@_db_thread
 async def test_forking_needs_read_access_to_the_source():
     with override_settings(DURABLE_STREAMS={**BASE, "POLICY": "tests.policies.TokenPolicy"}):
         fork = {"Stream-Forked-From": "/v1/stream/src", "Authorization": "Bearer forker-token"}
