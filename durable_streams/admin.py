@@ -29,7 +29,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -344,7 +344,9 @@ class StreamAdmin(admin.ModelAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
     ):
         """The stream page (it shows and acts; there is no change form)."""
-        stream = get_object_or_404(catalog.streams(), pk=object_id)
+        stream = self.get_object(request, object_id)  # None for a malformed or unknown id
+        if stream is None:
+            raise Http404("no such stream")
         if not self.has_view_permission(request, stream):
             raise PermissionDenied
         described = catalog.describe(stream)

@@ -250,6 +250,11 @@ def test_the_live_tail_listens_on_the_stream_s_sse_url_from_its_tail(admin_clien
     assert "new EventSource(url)" in body
 
 
+def test_unknown_or_malformed_stream_ids_are_404(admin_client):
+    assert admin_client.get(LIST + "999999999/change/").status_code == 404
+    assert admin_client.get(LIST + "not-a-number/change/").status_code == 404
+
+
 def test_a_closed_stream_has_no_live_tail(admin_client):
     path = name()
     api.create_stream(path, content_type="text/plain", data="done", closed=True)
