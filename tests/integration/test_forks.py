@@ -21,7 +21,7 @@ def name(prefix: str = "s") -> str:
 
 
 def fork(path: str, source: str, offset: int | None = None, sub: int = 0, **kwargs):
-    created, meta = storage.create_stream(
+    _created, meta = storage.create_stream(
         path,
         content_type=kwargs.pop("content_type", None),
         fork=storage.ForkSpec(source, offset, sub),

@@ -1,0 +1,389 @@
+"""Live reads over real HTTP: long-poll (5.7) and SSE (5.8), including closure,
+timeouts, framing, base64, keep-alives and clients that go away."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from durable_streams import offsets
+
+from ..support import SSE, unique
+
+# Only the servers and child processes write, so every read sees committed data;
+# the marker sets up the test database (see tests/conftest.py). No flush needed.
+pytestmark = pytest.mark.django_db
+
+TEXT = {"Content-Type": "text/plain"}
+JSON = {"Content-Type": "application/json"}
+BINARY = {"Content-Type": "application/octet-stream"}
+LONG_POLL_TIMEOUT = 2.0  # tests/settings.py, main server
+SSE_MAX_DURATION = 5.0
+
+
+def off(position: int) -> str:
+    return offsets.encode(position)
+
+
+def long_poll(url: str, offset: str, **params) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = httpx.get(url, params={"offset": offset, "live": "long-poll", **params}, timeout=30)
+    return response, time.monotonic() - started
+
+
+def later(seconds: float, fn, *args, **kwargs) -> threading.Thread:
+    """Run ``fn`` on a thread after ``seconds``."""
+
+    def run():
+        time.sleep(seconds)
+        fn(*args, **kwargs)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def sse_events(url: str, offset: str, *, until=None, limit: float = 10.0):
+    """Collect SSE events until the server ends the response, ``until(events)``
+    is true, or ``limit`` seconds pass. Returns (events, response, raw bytes)."""
+    events = []
+    deadline = time.monotonic() + limit
+    with httpx.stream(
+        "GET", url, params={"offset": offset, "live": "sse"}, timeout=limit + 5
+    ) as response:
+        if response.status_code != 200:
+            response.read()
+            return events, response, response.content
+        reader = SSE(response, deadline)
+        for event in reader.events():
+            events.append(event)
+            if until is not None and until(events):
+                break
+        return events, response, reader.raw
+
+
+def controls(events) -> list[dict]:
+    return [json.loads(data) for kind, data in events if kind == "control"]
+
+
+def data_events(events) -> list[str]:
+    return [data for kind, data in events if kind == "data"]
+
+
+# --- long-poll --------------------------------------------------------------------------------
+
+
+def test_long_poll_returns_existing_data_immediately(http, stream_url):
+    http.put(stream_url, headers=TEXT, content=b"abc")
+    response, elapsed = long_poll(stream_url, "-1")
+    assert (response.status_code, response.content) == (200, b"abc")
+    assert response.headers["Stream-Cursor"]
+    assert elapsed < 1.0
+
+
+def test_long_poll_returns_200_when_an_append_arrives(http, stream_url):
+    tail = http.put(stream_url, headers=TEXT, content=b"a").headers["Stream-Next-Offset"]
+    writer = later(0.3, http.post, stream_url, headers=TEXT, content=b"bc")
+    response, elapsed = long_poll(stream_url, tail)
+    writer.join()
+    assert response.status_code == 200
+    assert response.content == b"bc"
+    assert response.headers["Stream-Next-Offset"] == off(3)
+    assert response.headers["Stream-Up-To-Date"] == "true"
+    assert response.headers["Stream-Cursor"]
+    assert response.headers["ETag"]
+    assert response.headers["Cache-Control"].startswith("public")
+    assert elapsed < LONG_POLL_TIMEOUT - 0.5  # woken, not timed out
+
+
+def test_long_poll_times_out_with_204_and_the_tail(http, stream_url):
+    tail = http.put(stream_url, headers=TEXT, content=b"abc").headers["Stream-Next-Offset"]
+    response, elapsed = long_poll(stream_url, tail)
+    assert response.status_code == 204
+    assert response.content == b""
+    assert response.headers["Stream-Next-Offset"] == tail
+    assert response.headers["Stream-Up-To-Date"] == "true"
+    assert response.headers["Stream-Cursor"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Stream-Closed" not in response.headers
+    assert LONG_POLL_TIMEOUT - 0.2 <= elapsed < LONG_POLL_TIMEOUT + 2
+
+
+def test_long_poll_at_the_tail_of_a_closed_stream_returns_eof_at_once(http, stream_url):
+    http.put(stream_url, headers={**TEXT, "Stream-Closed": "true"}, content=b"abc")
+    for offset in (off(3), "now"):
+        response, elapsed = long_poll(stream_url, offset)
+        assert response.status_code == 204
+        assert response.headers["Stream-Closed"] == "true"
+        assert response.headers["Stream-Up-To-Date"] == "true"
+        assert response.headers["Stream-Next-Offset"] == off(3)
+        assert elapsed < 1.0
+
+
+def test_long_poll_is_released_by_a_close(http, stream_url):
+    tail = http.put(stream_url, headers=TEXT, content=b"abc").headers["Stream-Next-Offset"]
+    closer = later(0.3, http.post, stream_url, headers={"Stream-Closed": "true"})
+    response, elapsed = long_poll(stream_url, tail)
+    closer.join()
+    assert response.status_code == 204
+    assert response.headers["Stream-Closed"] == "true"
+    assert elapsed < LONG_POLL_TIMEOUT - 0.5
+
+
+def test_long_poll_gets_the_final_append_and_closure_together(http, stream_url):
+    tail = http.put(stream_url, headers=TEXT, content=b"abc").headers["Stream-Next-Offset"]
+    closer = later(
+        0.3, http.post, stream_url, headers={**TEXT, "Stream-Closed": "true"}, content=b"end"
+    )
+    response, _ = long_poll(stream_url, tail)
+    closer.join()
+    assert (response.status_code, response.content) == (200, b"end")
+    assert response.headers["Stream-Closed"] == "true"
+
+
+def test_long_poll_offset_now_waits_for_new_data_only(http, stream_url):
+    http.put(stream_url, headers=TEXT, content=b"history")
+    writer = later(0.3, http.post, stream_url, headers=TEXT, content=b"new")
+    response, elapsed = long_poll(stream_url, "now")
+    writer.join()
+    assert (response.status_code, response.content) == (200, b"new")
+    assert elapsed < LONG_POLL_TIMEOUT - 0.5
+
+
+def test_long_poll_offset_now_times_out_at_the_tail(http, stream_url):
+    http.put(stream_url, headers=TEXT, content=b"history")
+    response, _ = long_poll(stream_url, "now")
+    assert response.status_code == 204
+    assert response.headers["Stream-Next-Offset"] == off(7)
+
+
+def test_one_append_wakes_every_waiting_long_poll(http, stream_url):
+    tail = http.put(stream_url, headers=TEXT).headers["Stream-Next-Offset"]
+    with ThreadPoolExecutor(12) as pool:
+        waiting = [pool.submit(long_poll, stream_url, tail) for _ in range(12)]
+        time.sleep(0.5)
+        http.post(stream_url, headers=TEXT, content=b"news")
+        results = [f.result(timeout=30) for f in waiting]
+    assert all(r.status_code == 200 and r.content == b"news" for r, _ in results)
+    assert max(elapsed for _, elapsed in results) < LONG_POLL_TIMEOUT
+
+
+def test_long_poll_of_a_stream_deleted_while_waiting_ends_with_404(http, stream_url):
+    tail = http.put(stream_url, headers=TEXT, content=b"x").headers["Stream-Next-Offset"]
+    deleter = later(0.3, http.delete, stream_url)
+    response, elapsed = long_poll(stream_url, tail)
+    deleter.join()
+    assert response.status_code == 404
+    assert elapsed < LONG_POLL_TIMEOUT - 0.5
+
+
+def test_long_poll_of_a_missing_stream_is_404(stream_url):
+    response, _ = long_poll(stream_url, "-1")
+    assert response.status_code == 404
+
+
+def test_long_poll_cursor_moves_forward_when_echoed(http, stream_url):
+    http.put(stream_url, headers=TEXT, content=b"abc")
+    first, _ = long_poll(stream_url, "-1")
+    cursor = first.headers["Stream-Cursor"]
+    second, _ = long_poll(stream_url, "-1", cursor=cursor)
+    assert int(second.headers["Stream-Cursor"]) > int(cursor)
+
+
+def test_long_poll_of_a_json_stream_returns_an_array(http, stream_url):
+    tail = http.put(stream_url, headers=JSON, content=b"[1]").headers["Stream-Next-Offset"]
+    writer = later(0.3, http.post, stream_url, headers=JSON, content=b'[{"a":2},3]')
+    response, _ = long_poll(stream_url, tail)
+    writer.join()
+    assert json.loads(response.content) == [{"a": 2}, 3]
+    assert response.headers["Stream-Next-Offset"] == off(3)
+
+
+# --- SSE --------------------------------------------------------------------------------------
+
+
+def test_sse_sends_data_then_control_and_follows_new_appends(http, stream_url):
+    http.put(stream_url, headers=JSON, content=b'[{"k":"v"},{"k":"w"}]')
+
+    done = set()
+
+    def append_then_close(events):
+        step = len(controls(events))
+        if step == 1 and step not in done:
+            http.post(stream_url, headers=JSON, content=b'{"k":"x"}')
+        elif step == 2 and step not in done:
+            http.post(stream_url, headers={"Stream-Closed": "true"})
+        done.add(step)
+        return False
+
+    events, response, raw = sse_events(stream_url, "-1", until=append_then_close)
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert "Stream-SSE-Data-Encoding" not in response.headers
+    kinds = [kind for kind, _ in events if kind != ":"]
+    assert kinds == ["data", "control", "data", "control", "control"]
+    assert [json.loads(d) for d in data_events(events)] == [[{"k": "v"}, {"k": "w"}], [{"k": "x"}]]
+    first, second, last = controls(events)
+    assert first["streamNextOffset"] == off(2) and first["upToDate"] is True
+    assert first["streamCursor"]
+    assert second["streamNextOffset"] == off(3)
+    # Closure ends the response: the final control event, then EOF.
+    assert last == {"streamNextOffset": off(3), "streamClosed": True, "upToDate": True}
+    assert raw.endswith(b"\n\n")
+
+
+def test_sse_frames_every_line_of_text_as_its_own_data_line(http, stream_url):
+    text = "line1\nline2\r\n line3 with a leading space\n\nafter a blank line"
+    http.put(stream_url, headers={**TEXT, "Stream-Closed": "true"}, content=text.encode())
+    events, _, raw = sse_events(stream_url, "-1")
+    assert data_events(events) == [text.replace("\r\n", "\n")]
+    assert b"event: data\ndata:line1\ndata:line2\ndata:  line3" in raw
+    assert b"\ndata:\ndata:after a blank line\n\n" in raw
+
+
+def test_sse_of_a_binary_stream_is_base64_encoded(http, stream_url):
+    data = bytes(range(256))
+    http.put(stream_url, headers={**BINARY, "Stream-Closed": "true"}, content=data)
+    events, response, _ = sse_events(stream_url, "-1")
+    assert response.headers["Stream-SSE-Data-Encoding"] == "base64"
+    payloads = data_events(events)
+    assert len(payloads) == 1
+    text = payloads[0].replace("\n", "").replace("\r", "")
+    assert len(text) % 4 == 0
+    assert base64.b64decode(text, validate=True) == data
+    assert controls(events)[-1]["streamClosed"] is True  # control events stay JSON
+
+
+def test_sse_of_a_closed_stream_at_its_tail_ends_at_once(http, stream_url):
+    http.put(stream_url, headers={**TEXT, "Stream-Closed": "true"}, content=b"abc")
+    started = time.monotonic()
+    events, _, _ = sse_events(stream_url, off(3))
+    assert time.monotonic() - started < 2.0
+    assert events == [
+        (
+            "control",
+            json.dumps(
+                {"streamNextOffset": off(3), "streamClosed": True, "upToDate": True},
+                separators=(",", ":"),
+            ),
+        )
+    ]
+
+
+def test_sse_offset_now_skips_history(http, stream_url):
+    http.put(stream_url, headers=TEXT, content=b"history")
+
+    done = []
+
+    def append_once(events):
+        if not done:
+            http.post(stream_url, headers=TEXT, content=b"new")
+            done.append(True)
+        return len(controls(events)) == 2
+
+    events, _, _ = sse_events(stream_url, "now", until=append_once)
+    first = controls(events)[0]
+    assert first["streamNextOffset"] == off(7) and first["upToDate"] is True
+    assert data_events(events) == ["new"]
+
+
+def test_sse_sends_keep_alives_and_ends_after_the_max_duration(http, stream_url):
+    http.put(stream_url, headers=TEXT)
+    started = time.monotonic()
+    events, _, _ = sse_events(stream_url, "-1", limit=SSE_MAX_DURATION + 5)
+    elapsed = time.monotonic() - started
+    assert SSE_MAX_DURATION - 0.5 <= elapsed < SSE_MAX_DURATION + 3
+    assert [e for e in events if e[0] == ":"].count((":", "keep-alive")) >= 3
+    assert len(controls(events)) == 1
+
+
+def test_sse_catch_up_larger_than_a_chunk_spans_several_events(http, stream_url):
+    data = ("0123456789abcdef" * 65536 * 3).encode()  # 3 MB, 1 MB chunks
+    http.put(stream_url, headers={**TEXT, "Stream-Closed": "true"}, content=data)
+    events, _, _ = sse_events(stream_url, "-1", limit=30)
+    payloads = data_events(events)
+    assert len(payloads) >= 3
+    assert "".join(payloads).encode() == data
+    flags = [c.get("upToDate", False) for c in controls(events)]
+    assert flags[-1] is True and not any(flags[:-1])
+
+
+def test_sse_keeps_utf8_characters_split_by_a_chunk_boundary_intact(http, stream_url):
+    text = "a" * (1024 * 1024 - 1) + "é☃" + "b" * 10  # é straddles the 1 MB chunk
+    http.put(stream_url, headers={**TEXT, "Stream-Closed": "true"}, content=text.encode())
+    events, _, _ = sse_events(stream_url, "-1", limit=30)
+    assert "".join(data_events(events)) == text
+
+
+def test_sse_of_a_stream_deleted_while_streaming_ends(http, stream_url):
+    http.put(stream_url, headers=TEXT, content=b"abc")
+
+    done = []
+
+    def delete_once(events):
+        if not done:
+            http.delete(stream_url)
+            done.append(True)
+        return False
+
+    started = time.monotonic()
+    sse_events(stream_url, "-1", until=delete_once)
+    assert time.monotonic() - started < SSE_MAX_DURATION - 1
+
+
+def test_sse_of_a_missing_stream_is_404(stream_url):
+    _, response, _ = sse_events(stream_url, "-1")
+    assert response.status_code == 404
+
+
+# --- clients that go away ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=["lean-app", "django-app"])
+def any_server(request, ds_server, second_server):
+    return ds_server if request.param == "lean-app" else second_server
+
+
+def abort(sock: socket.socket) -> None:
+    """Close with a TCP reset, like a crashed client."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_clients_dropping_sse_and_long_poll_connections_do_not_break_the_server(http, any_server):
+    path = unique()
+    url = any_server.stream_url(path)
+    tail = http.put(url, headers=TEXT, content=b"x").headers["Stream-Next-Offset"]
+    log_start = len(any_server.log_tail(chars=10**9))
+    sockets = []
+    for i in range(30):
+        query = f"offset={tail}&live={'sse' if i % 2 else 'long-poll'}"
+        sock = socket.create_connection(("127.0.0.1", any_server.port), timeout=5)
+        sock.sendall(f"GET /v1/stream/{path}?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sockets.append(sock)
+    time.sleep(0.5)
+    for i, sock in enumerate(sockets):
+        abort(sock) if i % 3 else sock.close()
+    time.sleep(0.3)
+    # Appends fan out to (now dead) waiters; the server must shrug that off.
+    assert http.post(url, headers=TEXT, content=b"y").status_code == 204
+    # A fresh reader is still woken promptly, and reads still work.
+    tail = http.head(url).headers["Stream-Next-Offset"]
+    writer = later(0.3, http.post, url, headers=TEXT, content=b"z")
+    started = time.monotonic()
+    response = http.get(url, params={"offset": tail, "live": "long-poll"})
+    writer.join()
+    assert (response.status_code, response.content) == (200, b"z")
+    assert time.monotonic() - started < 1.5
+    assert http.get(url).content == b"xyz"
+    assert any_server.alive()
+    new_log = any_server.log_tail(chars=10**9)[log_start:]
+    assert "Traceback" not in new_log, new_log[-3000:]

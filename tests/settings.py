@@ -1,0 +1,25 @@
+"""Settings of the test suite: the example project with short live-read timers.
+
+The daphne servers the acceptance tests start import this module too, so a
+few values can be changed per server through environment variables.
+"""
+
+import os
+
+from example_project.settings import *  # noqa: F403
+
+DURABLE_STREAMS = {
+    "LONG_POLL_TIMEOUT": float(os.environ.get("DS_TEST_LONG_POLL_TIMEOUT", "2")),
+    "SSE_MAX_DURATION": float(os.environ.get("DS_TEST_SSE_MAX_DURATION", "5")),
+    "SSE_KEEPALIVE_INTERVAL": 1.0,
+    # The servers run with DEBUG off, where the default policy refuses everything;
+    # access tests pick their policy (tests/policies.py) per server.
+    "POLICY": os.environ.get("DS_TEST_POLICY", "durable_streams.permissions.AllowAll"),
+    "MAX_APPEND_SIZE": int(os.environ.get("DS_TEST_MAX_APPEND_SIZE", str(64 * 1024 * 1024))),
+}
+
+# Model change streams (durable_streams.state): a test app whose models stream
+# their changes, its views, and the txid middleware.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.stateapp"]  # noqa: F405
+MIDDLEWARE = [*MIDDLEWARE, "durable_streams.state.TxidMiddleware"]  # noqa: F405
+ROOT_URLCONF = "tests.stateapp.urls"

@@ -1,0 +1,102 @@
+"""Live-read cursors (spec 10.1): interval numbers that never go backwards."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+import types
+
+import pytest
+from django.test import override_settings
+
+from durable_streams import live
+
+EPOCH = 1728432000
+INTERVAL = 20
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Freeze the clock next_cursor reads; returns a setter."""
+    state = {"now": EPOCH + 1000 * INTERVAL + 7}
+    fake = types.SimpleNamespace(time=lambda: state["now"], monotonic=time.monotonic)
+    monkeypatch.setattr(live, "time", fake)
+
+    def set_now(value: float) -> None:
+        state["now"] = value
+
+    return set_now
+
+
+@pytest.fixture
+def jitter(monkeypatch):
+    """Make the jitter deterministic: a seeded generator behind random.randint."""
+    rng = random.Random(99)
+    calls = []
+
+    def randint(a, b):
+        calls.append((a, b))
+        return rng.randint(a, b)
+
+    monkeypatch.setattr(live, "random", types.SimpleNamespace(randint=randint))
+    return calls
+
+
+def test_cursor_is_the_current_interval_number_since_the_epoch(clock):
+    assert live.next_cursor(None) == "1000"
+    clock(EPOCH + 1001 * INTERVAL)
+    assert live.next_cursor(None) == "1001"
+
+
+def test_cursor_matches_the_real_clock():
+    before = int((time.time() - EPOCH) // INTERVAL)
+    cursor = int(live.next_cursor(None))
+    after = int((time.time() - EPOCH) // INTERVAL)
+    assert before <= cursor <= after
+
+
+def test_an_older_client_cursor_gets_the_current_interval(clock):
+    assert live.next_cursor("999") == "1000"
+    assert live.next_cursor("0") == "1000"
+    assert live.next_cursor("-5") == "1000"
+
+
+@pytest.mark.parametrize("client", ["1000", "1001", "5000"])
+def test_a_current_or_future_client_cursor_gets_a_strictly_greater_one(clock, jitter, client):
+    cursor = int(live.next_cursor(client))
+    assert cursor > int(client)
+    # Jitter of 1-3600 seconds, in whole intervals: at least 1, at most 3600/20.
+    assert 1 <= cursor - int(client) <= 3600 // INTERVAL
+    assert jitter == [(1, 3600)]
+
+
+@pytest.mark.parametrize("client", ["", "abc", "1.5", "1e3", "0x10", "9" * 5000])
+def test_an_unparseable_client_cursor_is_ignored(clock, client):
+    assert live.next_cursor(client) == "1000"
+
+
+def test_echoing_cursors_back_is_strictly_monotonic_even_without_time_passing(clock, jitter):
+    cursor = live.next_cursor(None)
+    seen = [int(cursor)]
+    for _ in range(200):
+        cursor = live.next_cursor(cursor)
+        seen.append(int(cursor))
+    assert all(b > a for a, b in itertools.pairwise(seen))
+
+
+def test_cursor_never_goes_backwards_as_time_moves_on(clock, jitter):
+    cursor = live.next_cursor(None)
+    for step in range(1, 100):
+        clock(EPOCH + 1000 * INTERVAL + step * 7)
+        nxt = live.next_cursor(cursor)
+        assert int(nxt) > int(cursor)
+        cursor = nxt
+
+
+def test_cursor_interval_and_epoch_come_from_settings(clock):
+    clock(EPOCH + 1000)
+    with override_settings(DURABLE_STREAMS={"CURSOR_INTERVAL": 10, "CURSOR_EPOCH": EPOCH}):
+        assert live.next_cursor(None) == "100"
+    with override_settings(DURABLE_STREAMS={"CURSOR_INTERVAL": 100, "CURSOR_EPOCH": EPOCH - 1000}):
+        assert live.next_cursor(None) == "20"
