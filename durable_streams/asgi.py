@@ -31,7 +31,8 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 
 from .conf import ds_settings
-from .views import serve
+from .exceptions import PayloadTooLarge
+from .views import error_response, serve
 
 logger = logging.getLogger("durable_streams.requests")
 
@@ -54,12 +55,16 @@ class StreamsASGIApp:
         if scope["type"] != "http" or not path.startswith(self.prefix) or path == self.prefix:
             await self.app(scope, receive, send)
             return
-        body, too_large = await _read_body(receive, int(ds_settings.MAX_APPEND_SIZE))
+        body, state = await _read_body(receive, int(ds_settings.MAX_APPEND_SIZE))
+        if state == "disconnected":
+            # The client left before its body was complete: nothing it sent
+            # may be stored, and there is no one to answer.
+            body.close()
+            return
         request = ASGIRequest(scope, body)
-        if too_large:
-            response = HttpResponse(
-                "body too large\n", status=413, content_type="text/plain; charset=utf-8"
-            )
+        if state == "too large":
+            limit = int(ds_settings.MAX_APPEND_SIZE)
+            response = error_response(request, PayloadTooLarge(f"body exceeds {limit} bytes"))
         else:
             try:
                 response = await serve(request, path[len(self.prefix) :])
@@ -75,22 +80,23 @@ class StreamsASGIApp:
 
 
 async def _read_body(receive, limit: int):
-    """The request body, spooled to disk past 1 MB; stops reading past ``limit``."""
+    """The request body, spooled to disk past 1 MB, and how reading ended:
+    "complete", "too large" (stopped past ``limit``) or "disconnected"."""
     body = tempfile.SpooledTemporaryFile(max_size=1024 * 1024, mode="w+b")
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return body, "disconnected"
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return body, True
+            return body, "too large"
         body.write(chunk)
         if not message.get("more_body", False):
             break
     body.seek(0)
-    return body, False
+    return body, "complete"
 
 
 def _headers(response: HttpResponse) -> list[tuple[bytes, bytes]]:

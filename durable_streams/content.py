@@ -40,7 +40,13 @@ def is_text(content_type: str) -> bool:
     return mt.startswith("text/") or mt == JSON
 
 
+# The width of the stream's content_type column.
+MAX_CONTENT_TYPE = 255
+
+
 def valid_content_type(content_type: str) -> bool:
+    if len(content_type) > MAX_CONTENT_TYPE:
+        return False
     mt = media_type(content_type)
     if mt.count("/") != 1:
         return False

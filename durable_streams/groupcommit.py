@@ -16,7 +16,6 @@ import weakref
 
 from . import storage
 from .conf import ds_settings
-from .exceptions import StreamError
 
 
 class GroupCommitter:
@@ -34,7 +33,7 @@ class GroupCommitter:
             self._inflight += 1
             asyncio.get_running_loop().create_task(self._drain())
         outcome = await asyncio.shield(future)
-        if isinstance(outcome, StreamError):
+        if isinstance(outcome, Exception):
             raise outcome
         return outcome
 

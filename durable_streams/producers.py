@@ -13,6 +13,8 @@ from enum import Enum
 from .exceptions import BadRequest, Conflict, Forbidden
 
 MAX_INT = 2**53 - 1
+# Producer ids are indexed; Postgres refuses index entries past ~2.7 kB.
+MAX_PRODUCER_ID_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ def validate(state: tuple[int, int] | None, producer: Producer) -> Outcome:
     Raises the protocol error for stale epochs (403), a new epoch not starting
     at 0 (400) and sequence gaps (409).
     """
+    if len(producer.producer_id.encode("utf-8", "surrogatepass")) > MAX_PRODUCER_ID_BYTES:
+        raise BadRequest(f"Producer-Id is longer than {MAX_PRODUCER_ID_BYTES} bytes")
     if state is None:
         if producer.seq != 0:
             raise _gap(0, producer.seq)

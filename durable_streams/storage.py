@@ -26,7 +26,8 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from django.db import connections, transaction
+import psycopg
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from . import offsets
@@ -251,6 +252,22 @@ class ReadResult:
         return offsets.encode(self.next_position)
 
 
+# --- paths -------------------------------------------------------------------------
+
+# Paths are indexed; Postgres refuses index entries past ~2.7 kB.
+MAX_PATH_BYTES = 1024
+
+
+def check_path(path: str) -> None:
+    """Raise 400 for a path no stream may have."""
+    if not path:
+        raise BadRequest("empty stream path")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise BadRequest(f"stream path is longer than {MAX_PATH_BYTES} bytes")
+    if "\x00" in path or any(seg in (".", "..") for seg in path.split("/")):
+        raise BadRequest("invalid stream path")
+
+
 # --- building blocks ---------------------------------------------------------------
 
 
@@ -348,6 +365,7 @@ def _get_stream(path: str) -> Op[StreamMeta | None]:
 
 
 def _require_unlocked(path: str) -> Op[StreamMeta]:
+    check_path(path)
     meta = yield from _get_stream(path)
     if meta is None:
         raise NotFound("stream not found")
@@ -469,6 +487,7 @@ def _create_stream(
     payload: Payload | None,
     fork: ForkSpec | None,
 ) -> Op[tuple[bool, StreamMeta]]:
+    check_path(path)
     now = timezone.now()
     existing = yield from _live((yield from _fetch(path, lock=True)), now)
     source_id = fork_offset = None
@@ -600,7 +619,7 @@ def append(path: str, **fields) -> AppendResult:
     Takes the fields of :class:`AppendRequest`; raises its protocol error.
     """
     outcome = append_batch([AppendRequest(path, **fields)])[0]
-    if isinstance(outcome, StreamError):
+    if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
@@ -624,6 +643,11 @@ def _append_batch(requests: list[AppendRequest]) -> Op[list[AppendResult | Strea
     outcomes: list[AppendResult | StreamError | None] = [None] * len(requests)
     by_path: dict[str, list[int]] = {}
     for index, request in enumerate(requests):
+        try:
+            check_path(request.path)
+        except StreamError as exc:
+            outcomes[index] = exc
+            continue
         if not request.has_body and not request.close:
             outcomes[index] = BadRequest("empty body: nothing to append")
         else:
@@ -649,7 +673,10 @@ def _append_batch(requests: list[AppendRequest]) -> Op[list[AppendResult | Strea
     return outcomes  # type: ignore[return-value]
 
 
-def append_batch(requests: list[AppendRequest]) -> list[AppendResult | StreamError]:
+BatchOutcome = AppendResult | StreamError | Exception
+
+
+def append_batch(requests: list[AppendRequest]) -> list[BatchOutcome]:
     """Apply appends in one transaction: group commit.
 
     Each request is validated in order against the state the earlier ones
@@ -657,13 +684,39 @@ def append_batch(requests: list[AppendRequest]) -> list[AppendResult | StreamErr
     result or protocol error; a rejected request writes nothing. Streams are
     locked in path order, so concurrent batches cannot deadlock, and every
     changed stream is notified once, on commit.
+
+    Should the database reject the batch (something validation did not
+    foresee), each request is retried alone, so only the one at fault fails:
+    its outcome is then the database error itself.
     """
-    return _run_sync(_append_batch(requests), atomic=True)
+    try:
+        return _run_sync(_append_batch(requests), atomic=True)
+    except (DatabaseError, psycopg.Error):
+        if len(requests) == 1:
+            raise
+    outcomes: list[BatchOutcome] = []
+    for request in requests:
+        try:
+            outcomes.extend(_run_sync(_append_batch([request]), atomic=True))
+        except (DatabaseError, psycopg.Error) as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
-async def aappend_batch(requests: list[AppendRequest]) -> list[AppendResult | StreamError]:
+async def aappend_batch(requests: list[AppendRequest]) -> list[BatchOutcome]:
     """:func:`append_batch` on the event loop's pool."""
-    return await _run_async(_append_batch(requests), atomic=True)
+    try:
+        return await _run_async(_append_batch(requests), atomic=True)
+    except psycopg.Error:
+        if len(requests) == 1:
+            raise
+    outcomes: list[BatchOutcome] = []
+    for request in requests:
+        try:
+            outcomes.extend(await _run_async(_append_batch([request]), atomic=True))
+        except psycopg.Error as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def _producer_states(

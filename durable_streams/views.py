@@ -32,7 +32,6 @@ logger = logging.getLogger("durable_streams.requests")
 _TTL = re.compile(r"0|[1-9][0-9]*")
 # Beyond this a TTL is surely a mistake, and timedelta would overflow anyway.
 _MAX_TTL = 100 * 365 * 24 * 3600
-_MAX_PATH = 1024
 
 EXPOSED_HEADERS = ", ".join(
     [
@@ -115,6 +114,13 @@ def _empty(status: int) -> HttpResponse:
     return response
 
 
+def error_response(request: HttpRequest, exc: StreamError) -> HttpResponse:
+    """The full response for a protocol error, headers included."""
+    response = _error(exc)
+    _common_headers(request, response)
+    return response
+
+
 def _error(exc: StreamError) -> HttpResponse:
     response = HttpResponse(
         exc.message + "\n", status=exc.status, content_type="text/plain; charset=utf-8"
@@ -145,10 +151,7 @@ def _common_headers(request: HttpRequest, response: HttpResponse) -> None:
 
 
 def _check_path(path: str) -> None:
-    if len(path) > _MAX_PATH:
-        raise BadRequest("stream path too long")
-    if "\x00" in path or any(seg in (".", "..") for seg in path.split("/")):
-        raise BadRequest("invalid stream path")
+    storage.check_path(path)
 
 
 # --- request parsing -----------------------------------------------------------------
@@ -196,9 +199,14 @@ def _parse_expires_at(value: str | None) -> dt.datetime | None:
     if not _RFC3339.fullmatch(value):
         raise BadRequest("Stream-Expires-At must be an RFC 3339 timestamp")
     try:
-        return dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        parsed = dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        # Stored in UTC: it must still be a representable instant there.
+        parsed.astimezone(dt.UTC)
     except ValueError:
         raise BadRequest("Stream-Expires-At must be an RFC 3339 timestamp") from None
+    except OverflowError:
+        raise BadRequest("Stream-Expires-At is out of range") from None
+    return parsed
 
 
 def format_expires_at(value: dt.datetime) -> str:
