@@ -10,6 +10,8 @@ PYTHON_DJ6 ?= $(shell for p in python3.13 python3.12 $$(ls -d $$HOME/.pyenv/vers
 	$$p -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && echo $$p && break; done)
 VENV_DJ6 ?= .venv-django6
 PORT ?= 4437
+# Database names the test runs use (pytest-django adds its test_ prefix).
+TEST_DB ?= durable_streams
 CONFORMANCE := tests/conformance
 # The official @durable-streams/state client, run by tests/acceptance/test_state_client.py.
 STATE_JS := tests/js
@@ -48,7 +50,7 @@ test: state-client pytest pytest-django6 conformance
 
 # The system Postgres on 127.0.0.1:5432 when it answers, else an embedded one.
 pytest: install state-client chromium
-	DATABASE_URL=$$($(PY) -m example_project.embedded url durable_streams) $(PY) -m pytest
+	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)) $(PY) -m pytest
 
 $(VENV_DJ6)/.installed: pyproject.toml
 	@test -n "$(PYTHON_DJ6)" || (echo "Django 6 needs Python >= 3.12; none found (set PYTHON_DJ6)" && exit 1)
@@ -58,11 +60,11 @@ $(VENV_DJ6)/.installed: pyproject.toml
 	touch $@
 
 pytest-django6: $(VENV_DJ6)/.installed state-client chromium
-	DATABASE_URL=$$($(PY) -m example_project.embedded url durable_streams_dj6) \
+	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)_dj6) \
 		$(VENV_DJ6)/bin/python -m pytest -p no:cacheprovider
 
 conformance: install $(CONFORMANCE)/node_modules/.installed
-	$(PY) $(CONFORMANCE)/run.py
+	CONFORMANCE_DB=$(TEST_DB)_conformance $(PY) $(CONFORMANCE)/run.py
 
 # Our server beside the Node reference server, same machine, one run (bench/run.py).
 # BENCH_ARGS=--quick for a smoke run; BENCH_SERVER=uvicorn|granian to compare ASGI servers.

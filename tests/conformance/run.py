@@ -64,7 +64,9 @@ APPS = ["example_project.asgi:application", "example_project.asgi:django_applica
 
 def main() -> int:
     env = dict(os.environ)
-    env["DATABASE_URL"] = fresh_database_url("durable_streams_conformance")
+    env["DATABASE_URL"] = fresh_database_url(
+        env.get("CONFORMANCE_DB", "durable_streams_conformance")
+    )
     env["LONG_POLL_TIMEOUT"] = env.get("CONFORMANCE_LONG_POLL_TIMEOUT", "1")
     env["DJANGO_DEBUG"] = "0"
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
