@@ -433,7 +433,7 @@ async def _run_sse(
             remaining = finish_by - time.monotonic()
             if remaining > 0:
                 await asyncio.wait([proto.done], timeout=remaining)
-            if not r.closed:
+            if proto.done.done() and not r.closed:
                 r.reconnects += 1  # the server ended the response (e.g. its max duration)
         except (OSError, TimeoutError, HTTPError):
             r.errors += 1
