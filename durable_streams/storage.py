@@ -945,7 +945,7 @@ def _segments_query(stream_id: int, pos: int, tail: int, budget: int, json_mode:
     # The window sum stops the fetch once the budget is covered, so a read of
     # a huge stream never loads more rows than one chunk needs. Binary rows
     # are cut in SQL to the part the read uses.
-    size = "octet_length(data)" if json_mode else '"end" - GREATEST(start, %(pos)s)'
+    size = "octet_length(data)" if json_mode else '("end" - GREATEST(start, %(pos)s))'
     data = (
         "data"
         if json_mode

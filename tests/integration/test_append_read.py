@@ -310,3 +310,28 @@ def test_each_append_is_stored_as_one_segment_row():
         Segment.objects.filter(stream_id=meta.id).order_by("end").values_list("start", "end")
     )
     assert rows == [(0, 1), (1, 3), (3, 6)]
+
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", "application/json"])
+def test_a_chunked_read_fetches_only_the_appends_its_chunk_needs(content_type):
+    """A read stops fetching rows once its chunk is full: reading 3 of 40
+    appends must not ship the other 37 (and their bytes) from Postgres."""
+    from django.db import connection
+
+    path = unique("fetch")
+    api.create_stream(path, content_type=content_type)
+    for index in range(40):
+        data = b"x" * 1000 if content_type != "application/json" else {"i": index, "pad": "y" * 990}
+        api.append(path, data)
+    fetched: list[int] = []
+
+    def count_rows(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "durable_streams_segment" in sql and sql.lstrip().startswith("SELECT"):
+            fetched.append(context["cursor"].rowcount)
+        return result
+
+    with connection.execute_wrapper(count_rows):
+        result = storage.read(path, 0, max_bytes=2500)
+    assert 1 <= result.units
+    assert fetched and max(fetched) <= 3, fetched
