@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between SSE keep-alive comments while no data flows.
     "SSE_KEEPALIVE_INTERVAL": 15.0,
     # Largest body of one catch-up response, in bytes; longer reads are split.
-    "MAX_CHUNK_SIZE": 1024 * 1024,
+    "MAX_CHUNK_SIZE": 4 * 1024 * 1024,
     # Largest accepted PUT/POST body, in bytes; larger ones answer 413.
     "MAX_APPEND_SIZE": 64 * 1024 * 1024,
     # Cache-Control of catch-up and long-poll 200 responses (spec section 10.1).
