@@ -16,6 +16,9 @@ DURABLE_STREAMS = {
     # access tests pick their policy (tests/policies.py) per server.
     "POLICY": os.environ.get("DS_TEST_POLICY", "durable_streams.permissions.AllowAll"),
     "MAX_APPEND_SIZE": int(os.environ.get("DS_TEST_MAX_APPEND_SIZE", str(64 * 1024 * 1024))),
+    # Chunking tests size their data for 1 MiB chunks (the default is 4 MiB):
+    # a few MB then span several chunks without slowing the suite.
+    "MAX_CHUNK_SIZE": 1024 * 1024,
 }
 
 # Model change streams (durable_streams.state): a test app whose models stream
