@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "STATE_TXID_HEADER": "X-Txid",
     # Group commit: concurrent appends share transactions. Batches in flight
     # at once per process, and the most appends one transaction takes.
-    "GROUP_COMMIT_INFLIGHT": 4,
+    "GROUP_COMMIT_INFLIGHT": 1,
     "GROUP_COMMIT_MAX_BATCH": 256,
     # While the notification listener is down, waiting readers re-read this often.
     "FALLBACK_POLL_INTERVAL": 1.0,
