@@ -107,11 +107,14 @@ def _valid_path(value: str) -> str:
 
 
 def _valid_offset(value: str) -> str:
-    if value and value != offsets.BEGINNING:
+    """Empty (the tail), ``-1`` or a token: a fork point or a page to show."""
+    if value:
         try:
-            offsets.decode(value)
+            position = offsets.parse(value)
         except offsets.InvalidOffset:
-            raise forms.ValidationError("an offset token, or -1 for the start") from None
+            position = None
+        if position is None:
+            raise forms.ValidationError("an offset token, or -1 for the start")
     return value
 
 
@@ -392,7 +395,7 @@ class StreamAdmin(admin.ModelAdmin):
     def _content(self, stream: Stream, offset: str) -> dict[str, Any]:
         try:
             _valid_offset(offset)
-            position = 0 if offset == offsets.BEGINNING else offsets.decode(offset)
+            position = offsets.parse(offset)
             result = storage.peek(stream.path, position, max_bytes=PAGE_BYTES)
         except forms.ValidationError:
             return {"error": "That is not an offset of this stream."}
@@ -465,7 +468,7 @@ class StreamAdmin(admin.ModelAdmin):
             offset = form.cleaned_data["offset"]
             position = None
             if offset:
-                position = 0 if offset == offsets.BEGINNING else offsets.decode(offset)
+                position = offsets.parse(offset)
             try:
                 _, meta = storage.create_stream(
                     form.cleaned_data["path"],

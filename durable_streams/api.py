@@ -119,13 +119,7 @@ def read(path: str, offset: str = offsets.BEGINNING, *, max_bytes: int | None = 
 
     Follow ``result.next_offset`` until ``result.up_to_date`` to read it all.
     """
-    if offset == offsets.BEGINNING:
-        position: int | None = 0
-    elif offset == offsets.NOW:
-        position = None
-    else:
-        position = offsets.decode(offset)
-    return storage.read(path, position, max_bytes=max_bytes)
+    return storage.read(path, offsets.parse(offset), max_bytes=max_bytes)
 
 
 def read_json(path: str, offset: str = offsets.BEGINNING) -> tuple[list[Any], str]:

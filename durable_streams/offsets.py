@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+from .exceptions import BadRequest
+
 _GROUP = 10**16
 MAX_POSITION = _GROUP * _GROUP - 1
 _TOKEN = re.compile(r"[0-9]{16}_[0-9]{16}")
@@ -24,8 +26,8 @@ BEGINNING = "-1"
 NOW = "now"
 
 
-class InvalidOffset(ValueError):
-    """The offset token is malformed."""
+class InvalidOffset(BadRequest, ValueError):
+    """The offset token is malformed (a 400 over HTTP; a ValueError in Python)."""
 
 
 def encode(position: int) -> str:
@@ -43,3 +45,18 @@ def decode(token: str) -> int:
     if not _TOKEN.fullmatch(token):
         raise InvalidOffset("malformed offset")
     return int(token[:16]) * _GROUP + int(token[17:])
+
+
+def parse(token: str | None) -> int | None:
+    """The position a client's offset names: the one rule for every caller.
+
+    ``-1`` (and no offset at all) is the beginning, 0; ``now`` is the tail,
+    returned as None because only a read of the stream knows where that is;
+    anything else must be a token minted by :func:`encode`, else
+    :class:`InvalidOffset`.
+    """
+    if token is None or token == BEGINNING:
+        return 0
+    if token == NOW:
+        return None
+    return decode(token)

@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
-from urllib.parse import unquote
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -37,9 +36,9 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
 
-from . import executor
+from . import executor, headers
 from .conf import ds_settings
-from .exceptions import Forbidden, StreamError
+from .exceptions import BadRequest, Forbidden, StreamError
 
 __all__ = [
     "AllowAll",
@@ -336,10 +335,6 @@ def _reset_on_change(*, setting: str, **kwargs: Any) -> None:
         _policy = None
 
 
-def _flag(request: HttpRequest, name: str) -> bool:
-    return request.headers.get(name, "").strip().lower() == "true"
-
-
 def _has_body(request: HttpRequest) -> bool:
     length = request.META.get("CONTENT_LENGTH") or ""
     if length.strip() not in ("", "0"):
@@ -356,7 +351,7 @@ def operations_for(request: HttpRequest) -> list[Operation]:
         forked = request.headers.get("Stream-Forked-From") is not None
         return [Operation.FORK if forked else Operation.CREATE]
     if method == "POST":
-        if not _flag(request, "Stream-Closed"):
+        if not headers.flag(request.headers.get("Stream-Closed")):
             return [Operation.APPEND]
         # Appending with Stream-Closed writes data too: both must be allowed.
         return [Operation.APPEND, Operation.CLOSE] if _has_body(request) else [Operation.CLOSE]
@@ -368,14 +363,10 @@ def operations_for(request: HttpRequest) -> list[Operation]:
 def _fork_source(request: HttpRequest, path: str) -> str | None:
     """The source path of a fork PUT, as the view will resolve it; None when
     the header is malformed (the view then answers 400 without reading it)."""
-    header = request.headers.get("Stream-Forked-From")
-    if header is None:
+    try:
+        return headers.fork_source(request.headers.get("Stream-Forked-From"), request.path, path)
+    except BadRequest:
         return None
-    source = unquote(header.strip())
-    prefix = request.path[: len(request.path) - len(path)]
-    if not source.startswith(prefix) or len(source) == len(prefix):
-        return None
-    return source[len(prefix) :]
 
 
 async def _allowed(policy: Policy, operation: Operation, request: HttpRequest, path: str) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .exceptions import BadRequest, Conflict, Forbidden
+from .headers import parse_int
 
 MAX_INT = 2**53 - 1
 # Producer ids are indexed; Postgres refuses index entries past ~2.7 kB.
@@ -31,15 +32,6 @@ class Outcome(Enum):
     DUPLICATE = "duplicate"
 
 
-def parse_int(name: str, value: str) -> int:
-    if not value.isascii() or not value.isdigit() or (len(value) > 1 and value[0] == "0"):
-        raise BadRequest(f"{name} must be a non-negative integer")
-    number = int(value)
-    if number > MAX_INT:
-        raise BadRequest(f"{name} must be at most 2^53-1")
-    return number
-
-
 def from_headers(producer_id: str | None, epoch: str | None, seq: str | None) -> Producer | None:
     """Parse the three producer headers; all or none must be present."""
     given = [h is not None for h in (producer_id, epoch, seq)]
@@ -52,8 +44,8 @@ def from_headers(producer_id: str | None, epoch: str | None, seq: str | None) ->
         raise BadRequest("Producer-Id must not be empty")
     return Producer(
         producer_id,
-        parse_int("Producer-Epoch", epoch.strip()),
-        parse_int("Producer-Seq", seq.strip()),
+        parse_int("Producer-Epoch", epoch, maximum=MAX_INT),
+        parse_int("Producer-Seq", seq, maximum=MAX_INT),
     )
 
 

@@ -9,29 +9,22 @@ from __future__ import annotations
 
 import base64
 import codecs
-import datetime as dt
 import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import unquote
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import content, groupcommit, logs, offsets, permissions, storage
+from . import content, groupcommit, headers, logs, offsets, permissions, storage
 from .conf import ds_settings
 from .exceptions import BadRequest, PayloadTooLarge, StreamError
 from .live import next_cursor, watch
 from .producers import from_headers
 
 logger = logging.getLogger("durable_streams.requests")
-
-# Non-negative decimal integers without sign, leading zeros or exponent.
-_TTL = re.compile(r"0|[1-9][0-9]*")
-# Beyond this a TTL is surely a mistake, and timedelta would overflow anyway.
-_MAX_TTL = 100 * 365 * 24 * 3600
 
 EXPOSED_HEADERS = ", ".join(
     [
@@ -157,11 +150,6 @@ def _check_path(path: str) -> None:
 # --- request parsing -----------------------------------------------------------------
 
 
-def _flag(request: HttpRequest, name: str) -> bool:
-    """Presence headers count only with the value ``true`` (spec 4.1)."""
-    return request.headers.get(name, "").strip().lower() == "true"
-
-
 def _read_body(request: HttpRequest) -> bytes:
     limit = int(ds_settings.MAX_APPEND_SIZE)
     declared = request.META.get("CONTENT_LENGTH")
@@ -177,86 +165,27 @@ def _read_body(request: HttpRequest) -> bytes:
     return body
 
 
-def _parse_ttl(value: str | None) -> int | None:
-    if value is None:
-        return None
-    value = value.strip()
-    if not _TTL.fullmatch(value):
-        raise BadRequest("Stream-TTL must be a non-negative integer number of seconds")
-    ttl = int(value)
-    if ttl > _MAX_TTL:
-        raise BadRequest("Stream-TTL is too large")
-    return ttl
-
-
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
-
-
-def _parse_expires_at(value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    value = value.strip()
-    if not _RFC3339.fullmatch(value):
-        raise BadRequest("Stream-Expires-At must be an RFC 3339 timestamp")
-    try:
-        parsed = dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-        # Stored in UTC: it must still be a representable instant there.
-        parsed.astimezone(dt.UTC)
-    except ValueError:
-        raise BadRequest("Stream-Expires-At must be an RFC 3339 timestamp") from None
-    except OverflowError:
-        raise BadRequest("Stream-Expires-At is out of range") from None
-    return parsed
-
-
-def format_expires_at(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse_offset(value: str | None) -> int | None:
-    """A position, or None for ``now`` (the tail)."""
-    if value is None or value == offsets.BEGINNING:
-        return 0
-    if value == offsets.NOW:
-        return None
-    try:
-        return offsets.decode(value)
-    except offsets.InvalidOffset:
-        raise BadRequest("malformed offset") from None
-
-
 def _stream_headers(response: HttpResponse, meta: storage.StreamMeta) -> None:
     if meta.ttl_seconds is not None:
         response["Stream-TTL"] = str(meta.ttl_seconds)
     if meta.expires_at is not None:
-        response["Stream-Expires-At"] = format_expires_at(meta.expires_at)
+        response["Stream-Expires-At"] = headers.format_expires_at(meta.expires_at)
 
 
 def _parse_fork(request: HttpRequest, path: str) -> storage.ForkSpec | None:
     """The fork headers of a PUT, validated (spec 4.2)."""
-    source = request.headers.get("Stream-Forked-From")
+    source_path = headers.fork_source(request.headers.get("Stream-Forked-From"), request.path, path)
     offset = request.headers.get("Stream-Fork-Offset")
     sub_offset = request.headers.get("Stream-Fork-Sub-Offset")
-    if source is None:
+    if source_path is None:
         if offset is not None or sub_offset is not None:
             raise BadRequest("Stream-Fork-Offset and -Sub-Offset need Stream-Forked-From")
         return None
-    source = unquote(source.strip())
-    prefix = request.path[: len(request.path) - len(path)]
-    if not source.startswith(prefix) or len(source) == len(prefix):
-        raise BadRequest("Stream-Forked-From must be the path of a stream on this server")
-    source_path = source[len(prefix) :]
     _check_path(source_path)
-    position = None
-    if offset is not None:
-        position = _parse_offset(offset.strip())
-        if position is None:
-            raise BadRequest("Stream-Fork-Offset must be an offset")
+    position = headers.fork_offset(offset)
     sub = 0
     if sub_offset is not None:
-        if not _TTL.fullmatch(sub_offset.strip()):
-            raise BadRequest("Stream-Fork-Sub-Offset must be a non-negative integer")
-        sub = int(sub_offset.strip())
+        sub = headers.parse_int("Stream-Fork-Sub-Offset", sub_offset)
         if sub and offset is None:
             raise BadRequest("Stream-Fork-Sub-Offset needs Stream-Fork-Offset")
     return storage.ForkSpec(source_path, position, sub)
@@ -269,8 +198,8 @@ async def _put(request: HttpRequest, path: str) -> HttpResponse:
     content_type = request.headers.get("Content-Type") or None
     if content_type is not None and not content.valid_content_type(content_type):
         raise BadRequest("invalid Content-Type")
-    ttl = _parse_ttl(request.headers.get("Stream-TTL"))
-    expires_at = _parse_expires_at(request.headers.get("Stream-Expires-At"))
+    ttl = headers.parse_ttl(request.headers.get("Stream-TTL"))
+    expires_at = headers.parse_expires_at(request.headers.get("Stream-Expires-At"))
     if ttl is not None and expires_at is not None:
         raise BadRequest("use Stream-TTL or Stream-Expires-At, not both")
     fork = _parse_fork(request, path)
@@ -287,7 +216,7 @@ async def _put(request: HttpRequest, path: str) -> HttpResponse:
         content_type=content_type,
         ttl_seconds=ttl,
         expires_at=expires_at,
-        closed=_flag(request, "Stream-Closed"),
+        closed=headers.flag(request.headers.get("Stream-Closed")),
         payload=payload,
         fork=fork,
     )
@@ -326,7 +255,7 @@ async def _post(request: HttpRequest, path: str) -> HttpResponse:
             content_type=content_type,
             payload=payload,
             payload_error=payload_error,
-            close=_flag(request, "Stream-Closed"),
+            close=headers.flag(request.headers.get("Stream-Closed")),
             stream_seq=request.headers.get("Stream-Seq"),
             producer=producer,
         )
@@ -388,7 +317,7 @@ async def _get(request: HttpRequest, path: str) -> HttpResponse:
     raw_offset = given[0] if given else None
     if raw_offset == "":
         raise BadRequest("empty offset")
-    position = _parse_offset(raw_offset)
+    position = offsets.parse(raw_offset)
     if live is None:
         return await _catch_up(request, path, position)
     if live == "long-poll":

@@ -131,14 +131,6 @@ class MaterializedState:
 # --- in-process ------------------------------------------------------------------------
 
 
-def _position(offset: str) -> int | None:
-    if offset == offsets.BEGINNING:
-        return 0
-    if offset == offsets.NOW:
-        return None
-    return offsets.decode(offset)
-
-
 def _apply_read(state: MaterializedState, result: storage.ReadResult) -> None:
     if result.units:
         state.apply_all(json.loads(result.body))
@@ -150,7 +142,7 @@ def catch_up(path: str, state: MaterializedState | None = None) -> MaterializedS
     its tail, in-process, applying every event."""
     state = MaterializedState() if state is None else state
     while True:
-        result = storage.read(path, _position(state.offset))
+        result = storage.read(path, offsets.parse(state.offset))
         _apply_read(state, result)
         if result.up_to_date or not result.units:
             return state
@@ -171,7 +163,7 @@ async def afollow(
     # Subscribed before reading, so a commit between a read and the wait wakes us.
     async with watch(meta.id) as changes:
         while True:
-            result = await storage.aread(path, _position(state.offset))
+            result = await storage.aread(path, offsets.parse(state.offset))
             _apply_read(state, result)
             yield state
             if result.closed:

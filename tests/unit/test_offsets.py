@@ -76,3 +76,31 @@ def test_decode_rejects_malformed_tokens(token):
 
 def test_invalid_offset_is_a_value_error():
     assert issubclass(offsets.InvalidOffset, ValueError)
+
+
+def test_invalid_offset_is_a_400_bad_request():
+    from durable_streams.exceptions import BadRequest
+
+    with pytest.raises(BadRequest) as caught:
+        offsets.decode("bogus")
+    assert caught.value.status == 400 and caught.value.message == "malformed offset"
+
+
+@pytest.mark.parametrize("token", [None, "-1"])
+def test_parse_reads_no_offset_and_minus_one_as_the_beginning(token):
+    assert offsets.parse(token) == 0
+
+
+def test_parse_reads_now_as_the_tail_which_only_a_read_can_place():
+    assert offsets.parse("now") is None
+
+
+@pytest.mark.parametrize("position", [0, 1, 42, 10**16, offsets.MAX_POSITION])
+def test_parse_reads_a_token_as_its_position(position):
+    assert offsets.parse(offsets.encode(position)) == position
+
+
+@pytest.mark.parametrize("token", ["", "-2", "NOW", " now", "-1 ", "0", "42", "0_0", "later"])
+def test_parse_rejects_everything_else(token):
+    with pytest.raises(offsets.InvalidOffset):
+        offsets.parse(token)

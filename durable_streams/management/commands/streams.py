@@ -21,21 +21,17 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.db.models import Count
 
-from durable_streams import api, catalog, content, offsets, storage
+from durable_streams import api, catalog, content, headers, offsets, storage
 from durable_streams.conf import ds_settings
-from durable_streams.exceptions import StreamError
+from durable_streams.exceptions import BadRequest, StreamError
 from durable_streams.live import get_listener, watch
 from durable_streams.models import Stream
 
 
 def _position(token: str) -> int | None:
     """A position from ``-1``, ``now`` (None: the tail) or an offset token."""
-    if token == offsets.BEGINNING:
-        return 0
-    if token == offsets.NOW:
-        return None
     try:
-        return offsets.decode(token)
+        return offsets.parse(token)
     except offsets.InvalidOffset:
         raise CommandError(f"malformed offset {token!r} (use -1, now or a token)") from None
 
@@ -47,15 +43,14 @@ def _json_default(value: Any) -> Any:
 
 
 def _expires_at(value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
+    """``--expires-at`` by the protocol's own ``Stream-Expires-At`` rule."""
     try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise CommandError(f"--expires-at must be an ISO 8601 timestamp, not {value!r}") from None
-    if parsed.tzinfo is None:
-        raise CommandError("--expires-at needs a time zone (e.g. 2030-01-01T00:00:00Z)")
-    return parsed
+        return headers.parse_expires_at(value)
+    except BadRequest:
+        raise CommandError(
+            f"--expires-at must be an RFC 3339 timestamp with a time zone"
+            f" (e.g. 2030-01-01T00:00:00Z), not {value!r}"
+        ) from None
 
 
 class Command(BaseCommand):
@@ -143,7 +138,7 @@ class Command(BaseCommand):
         parser.add_argument("--content-type", default=content.DEFAULT_CONTENT_TYPE)
         expiry = parser.add_mutually_exclusive_group()
         expiry.add_argument("--ttl", type=int, help="sliding time to live, in seconds")
-        expiry.add_argument("--expires-at", help="absolute expiry (ISO 8601 with time zone)")
+        expiry.add_argument("--expires-at", help="absolute expiry (RFC 3339, with time zone)")
         parser.add_argument("--closed", action="store_true", help="create it closed")
         body = parser.add_mutually_exclusive_group()
         body.add_argument("--data", help="initial content")
@@ -294,7 +289,7 @@ class Command(BaseCommand):
         parser.add_argument("--offset", help="fork point (default: the source's tail)")
         expiry = parser.add_mutually_exclusive_group()
         expiry.add_argument("--ttl", type=int, help="sliding time to live, in seconds")
-        expiry.add_argument("--expires-at", help="absolute expiry (ISO 8601 with time zone)")
+        expiry.add_argument("--expires-at", help="absolute expiry (RFC 3339, with time zone)")
 
     def handle_fork(self, options: dict) -> None:
         position = None
