@@ -13,7 +13,9 @@ See the README section "Model change streams" for the whole picture:
 transactions, txids, bulk operations, snapshots and materializing clients.
 """
 
+from .emission import append_events, paused
 from .events import InvalidEvent, validate
+from .hooks import register, unregister
 from .materialize import (
     MaterializedState,
     StreamReadError,
@@ -24,15 +26,7 @@ from .materialize import (
     materialize,
 )
 from .querysets import StreamedQuerySet
-from .registry import (
-    Registration,
-    StateError,
-    append_events,
-    paused,
-    register,
-    registrations,
-    unregister,
-)
+from .registration import Registration, StateError, registrations
 from .snapshots import SnapshotResult, snapshot, snapshot_all, stream_paths
 from .txid import TxidMiddleware, current_txid, new_txid, txid
 

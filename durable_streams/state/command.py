@@ -10,7 +10,8 @@ from typing import Any
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
-from . import registry, snapshots
+from . import snapshots
+from .registration import StateError, registrations
 
 
 def add_snapshot_arguments(parser: Any) -> None:
@@ -46,7 +47,7 @@ def _models(labels: list[str] | None) -> list | None:
             model = apps.get_model(label)
         except (LookupError, ValueError):
             raise CommandError(f"unknown model {label!r} (use app_label.ModelName)") from None
-        if not registry.registrations(model):
+        if not registrations(model):
             raise CommandError(f"{model._meta.label} is not registered for streaming")
         chosen.append(model)
     return chosen
@@ -54,7 +55,7 @@ def _models(labels: list[str] | None) -> list | None:
 
 def handle_snapshot(command: BaseCommand, options: dict) -> None:
     models = _models(options["models"])
-    if not registry.registrations() and models is None:
+    if not registrations() and models is None:
         raise CommandError("no model is registered for streaming (durable_streams.state.register)")
     paths = options["paths"] or snapshots.stream_paths(models)
     if options["dry_run"]:
@@ -64,7 +65,7 @@ def handle_snapshot(command: BaseCommand, options: dict) -> None:
     for path in paths:
         try:
             result = snapshots.snapshot(path, models=models, reset=options["reset"])
-        except registry.StateError as exc:
+        except StateError as exc:
             raise CommandError(str(exc)) from None
         note = " after a reset" if result.reset else ""
         command.stdout.write(f"{result.stream}: {result.rows} rows{note}")

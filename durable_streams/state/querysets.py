@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import operator
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from functools import reduce
 from typing import Any
@@ -22,7 +22,9 @@ from typing import Any
 from django.db import models, transaction
 from django.db.models import Q
 
-from . import registry
+from . import emission
+from .registration import Registration, StateError, streaming
+from .signatures import call_arguments
 
 __all__ = ["StreamedQuerySet", "install_managers"]
 
@@ -47,10 +49,10 @@ class StreamedQuerySet(models.QuerySet):
     QuerySet classes explicitly if you build managers after registering.
     """
 
-    def _streamed(self) -> list[registry.Registration]:
-        if _inside.get() or registry.is_paused():
+    def _streamed(self) -> list[Registration]:
+        if _inside.get() or emission.is_paused():
             return []
-        return registry.streaming(self.model)
+        return streaming(self.model)
 
     def update(self, **kwargs: Any) -> int:
         regs = [r for r in self._streamed() if r.affected_by(kwargs)]
@@ -73,18 +75,10 @@ class StreamedQuerySet(models.QuerySet):
                 pks = list(locked.values_list("pk", flat=True))
             count = 0
             with _django_implementation():
-                for start in range(0, len(pks), registry.FETCH_CHUNK):
-                    chunk = self.filter(pk__in=pks[start : start + registry.FETCH_CHUNK])
+                for start in range(0, len(pks), emission.FETCH_CHUNK):
+                    chunk = self.filter(pk__in=pks[start : start + emission.FETCH_CHUNK])
                     count += super(StreamedQuerySet, chunk).update(**kwargs)
-            after = registry.fetch(self.model, self.db, pks)
-            stamp = registry.headers()
-            changes = [
-                change
-                for pk, obj in after.items()
-                for reg in regs
-                for change in reg.update(obj, before.get(pk), stamp)
-            ]
-            registry.emit(changes, self.db)
+            self._emit_updates(regs, pks, before)
         return count
 
     update.alters_data = True  # type: ignore[attr-defined]
@@ -98,51 +92,59 @@ class StreamedQuerySet(models.QuerySet):
             pks = [obj.pk for obj in objs]
             before: dict[Any, models.Model] = {}
             if any(r.needs_before for r in regs):
-                before = registry.fetch(self.model, self.db, pks, lock=True)
+                before = emission.fetch(self.model, self.db, pks, lock=True)
             with _django_implementation():
                 count = super().bulk_update(objs, fields, batch_size=batch_size)
             regs = [r for r in regs if r.affected_by(fields)]
             if regs:
                 # Only ``fields`` were written: read the rows back.
-                after = registry.fetch(self.model, self.db, dict.fromkeys(pks))
-                stamp = registry.headers()
-                changes = [
-                    change
-                    for pk, obj in after.items()
-                    for reg in regs
-                    for change in reg.update(obj, before.get(pk), stamp)
-                ]
-                registry.emit(changes, self.db)
+                self._emit_updates(regs, dict.fromkeys(pks), before)
         return count
 
     bulk_update.alters_data = True  # type: ignore[attr-defined]
+
+    def _emit_updates(
+        self, regs: list[Registration], pks: Iterable[Any], before: dict[Any, models.Model]
+    ) -> None:
+        """Read the rows ``pks`` back and emit their updates from ``before``."""
+        after = emission.fetch(self.model, self.db, pks)
+        stamp = emission.headers()
+        changes = [
+            change
+            for pk, obj in after.items()
+            for reg in regs
+            for change in reg.update(obj, before.get(pk), stamp)
+        ]
+        emission.emit(changes, self.db)
 
     def bulk_create(self, objs, *args: Any, **kwargs: Any):
         regs = self._streamed()
         if not regs:
             return super().bulk_create(objs, *args, **kwargs)
-        if kwargs.get("ignore_conflicts") or (len(args) > 1 and args[1]):
-            raise registry.StateError(
+        # Django's options by name, however the caller passed them.
+        options = call_arguments(super().bulk_create, (objs, *args), kwargs)
+        if options.get("ignore_conflicts"):
+            raise StateError(
                 f"bulk_create(ignore_conflicts=True) on streamed {self.model._meta.label}: "
                 "the rows it skipped are unknown, so its events would be wrong. Run it "
                 "inside state.paused() and publish with a snapshot, or use update_conflicts."
             )
         objs = list(objs)
-        upsert = bool(kwargs.get("update_conflicts") or (len(args) > 2 and args[2]))
+        upsert = bool(options.get("update_conflicts"))
+        unique_fields = options.get("unique_fields")
         with transaction.atomic(using=self.db, savepoint=False):
             existing: set[tuple] = set()
-            unique_fields = kwargs.get("unique_fields") or (args[4] if len(args) > 4 else None)
             if upsert and unique_fields:
                 existing = self._existing(objs, unique_fields)
             with _django_implementation():
                 created = super().bulk_create(objs, *args, **kwargs)
             if any(obj.pk is None for obj in created):
-                raise registry.StateError(
+                raise StateError(
                     f"bulk_create on streamed {self.model._meta.label} returned no primary keys"
                 )
             # Read back: database defaults, and on upserts the merged row.
-            rows = registry.fetch(self.model, self.db, dict.fromkeys(obj.pk for obj in created))
-            stamp = registry.headers()
+            rows = emission.fetch(self.model, self.db, dict.fromkeys(obj.pk for obj in created))
+            stamp = emission.headers()
             changes = []
             for obj in created:
                 row = rows.get(obj.pk, obj)
@@ -152,7 +154,7 @@ class StreamedQuerySet(models.QuerySet):
                         changes.extend(reg.update(row, None, stamp))
                     else:
                         changes.append(reg.insert(row, stamp))
-            registry.emit(changes, self.db)
+            emission.emit(changes, self.db)
         return created
 
     bulk_create.alters_data = True  # type: ignore[attr-defined]
@@ -169,8 +171,8 @@ class StreamedQuerySet(models.QuerySet):
         opts = self.model._meta
         attnames = [opts.get_field(name).attname for name in unique_fields]
         found: set[tuple] = set()
-        for start in range(0, len(objs), registry.FETCH_CHUNK):
-            chunk = objs[start : start + registry.FETCH_CHUNK]
+        for start in range(0, len(objs), emission.FETCH_CHUNK):
+            chunk = objs[start : start + emission.FETCH_CHUNK]
             match = reduce(
                 operator.or_,
                 (Q(**{a: getattr(obj, a) for a in attnames}) for obj in chunk),
@@ -189,9 +191,9 @@ class StreamedQuerySet(models.QuerySet):
                 list(self.select_for_update(of=("self",)).order_by("pk").values_list("pk"))
             # Django sends post_delete for every row (the model has listeners);
             # collect those events and append them per stream at once.
-            with registry.collecting() as changes:
+            with emission.collecting() as changes:
                 result = super().delete()
-            registry.emit(changes, self.db)
+            emission.emit(changes, self.db)
         return result
 
     delete.alters_data = True  # type: ignore[attr-defined]

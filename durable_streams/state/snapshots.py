@@ -22,8 +22,8 @@ from django.db import transaction
 from django.db.models import Model
 
 from ..conf import ds_settings
-from . import events, registry
-from .registry import Registration
+from . import emission, events
+from .registration import Registration, StateError, registrations
 
 __all__ = ["SnapshotResult", "snapshot", "snapshot_all", "stream_paths"]
 
@@ -42,12 +42,12 @@ class SnapshotResult:
 
 def _selected(models_: Iterable[type[Model]] | None) -> list[Registration]:
     if models_ is None:
-        return registry.registrations()
+        return registrations()
     chosen = []
     for model in models_:
-        regs = registry.registrations(model)
+        regs = registrations(model)
         if not regs:
-            raise registry.StateError(f"{model._meta.label} is not registered for streaming")
+            raise StateError(f"{model._meta.label} is not registered for streaming")
         chosen.extend(regs)
     return chosen
 
@@ -90,19 +90,19 @@ def snapshot(
         head = [events.reset()] if reset else []
         head.append(events.snapshot_start())
         # This append locks the stream until commit; rows are read after it.
-        registry.append_events(path, head)
-        stamp = registry.headers()
+        emission.append_events(path, head)
+        stamp = emission.headers()
         count = 0
         batch: list[dict] = []
         for reg in regs:
             for row in _rows(reg, path):
                 batch.append(reg.insert(row, stamp)[1])
                 count += 1
-                if len(batch) >= registry.APPEND_CHUNK:
-                    registry.append_events(path, batch)
+                if len(batch) >= emission.APPEND_CHUNK:
+                    emission.append_events(path, batch)
                     batch = []
         batch.append(events.snapshot_end())
-        registry.append_events(path, batch)
+        emission.append_events(path, batch)
     return SnapshotResult(path, count, reset)
 
 

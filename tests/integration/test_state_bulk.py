@@ -7,7 +7,7 @@ from django.db import connection
 from django.db.models import F
 
 from durable_streams import state
-from durable_streams.state import registry
+from durable_streams.state import emission
 from tests.stateapp.models import ROOMS_STREAM, Flag, Member, Message, Room
 from tests.stateapp.support import (
     changes,
@@ -50,23 +50,37 @@ def test_bulk_create_through_a_related_manager_and_a_custom_queryset():
     _assert_room_matches_database(room)
 
 
-def test_bulk_create_with_ignore_conflicts_is_refused_rather_than_half_reported():
+# Django's bulk_create options, by keyword and by position (objs, batch_size, ...).
+IGNORE_CONFLICTS = [
+    pytest.param((), {"ignore_conflicts": True}, id="keyword"),
+    pytest.param((None, True), {}, id="positional"),
+]
+UPSERT = [
+    pytest.param(
+        (),
+        {"update_conflicts": True, "unique_fields": ["slug"], "update_fields": ["rollout"]},
+        id="keyword",
+    ),
+    pytest.param((None, False, True, ["rollout"], ["slug"]), {}, id="positional"),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), IGNORE_CONFLICTS)
+def test_bulk_create_with_ignore_conflicts_is_refused_rather_than_half_reported(args, kwargs):
     Flag.objects.create(slug="taken")
     with pytest.raises(state.StateError, match="ignore_conflicts"):
-        Flag.objects.bulk_create([Flag(slug="taken"), Flag(slug="free")], ignore_conflicts=True)
+        Flag.objects.bulk_create([Flag(slug="taken"), Flag(slug="free")], *args, **kwargs)
     assert not Flag.objects.filter(slug="free").exists()
     with state.paused():
         Flag.objects.bulk_create([Flag(slug="taken"), Flag(slug="free")], ignore_conflicts=True)
     assert Flag.objects.filter(slug="free").exists()
 
 
-def test_bulk_create_upserts_report_existing_rows_as_updates_and_new_ones_as_inserts():
+@pytest.mark.parametrize(("args", "kwargs"), UPSERT)
+def test_bulk_create_upserts_report_existing_rows_as_updates_and_new_ones_as_inserts(args, kwargs):
     Flag.objects.create(slug="old", rollout=1)
     Flag.objects.bulk_create(
-        [Flag(slug="old", rollout=2, enabled=True), Flag(slug="new", rollout=3)],
-        update_conflicts=True,
-        unique_fields=["slug"],
-        update_fields=["rollout"],
+        [Flag(slug="old", rollout=2, enabled=True), Flag(slug="new", rollout=3)], *args, **kwargs
     )
     assert changes("flags")[1:] == [("update", "flag", "old"), ("insert", "flag", "new")]
     got = materialized("flags").get_type("flag")
@@ -184,8 +198,8 @@ def test_a_bulk_delete_appends_once_per_stream():
 
 
 def test_bulk_operations_append_in_chunks(monkeypatch):
-    monkeypatch.setattr(registry, "APPEND_CHUNK", 2)
-    monkeypatch.setattr(registry, "FETCH_CHUNK", 3)
+    monkeypatch.setattr(emission, "APPEND_CHUNK", 2)
+    monkeypatch.setattr(emission, "FETCH_CHUNK", 3)
     room = Room.objects.create(name="r")
     Message.objects.bulk_create([Message(room=room, author="a", body=str(n)) for n in range(7)])
     Message.objects.filter(room=room).update(likes=1)

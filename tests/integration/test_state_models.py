@@ -247,10 +247,10 @@ def test_unregistered_models_and_paused_blocks_emit_nothing():
 
 
 def test_an_unregistered_model_stops_streaming(monkeypatch):
-    from durable_streams.state import registry
+    from durable_streams.state import registration
 
     # Restored after the test.
-    monkeypatch.setitem(registry._registry, Flag, registry._registry[Flag])
+    monkeypatch.setitem(registration._registry, Flag, registration._registry[Flag])
     state.unregister(Flag)
     Flag.objects.create(slug="silent")
     assert stream_events("flags") == []

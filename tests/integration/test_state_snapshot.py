@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from durable_streams import state
-from durable_streams.state import registry
+from durable_streams.state import emission
 from tests.stateapp.models import ROOMS_STREAM, Audit, Flag, Member, Message, Room
 from tests.stateapp.support import (
     changes,
@@ -88,7 +88,7 @@ def test_snapshot_limited_to_some_models():
 
 
 def test_snapshots_append_in_chunks(monkeypatch):
-    monkeypatch.setattr(registry, "APPEND_CHUNK", 2)
+    monkeypatch.setattr(emission, "APPEND_CHUNK", 2)
     with state.paused():
         Flag.objects.bulk_create([Flag(slug=f"f{n}") for n in range(5)])
     assert state.snapshot("flags").rows == 5
