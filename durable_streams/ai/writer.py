@@ -328,6 +328,18 @@ class TokenWriter:
         self._result = self._make_result(ok=error is None)
         return self._result
 
+    async def consume(self, source: SourceT) -> WriteResult:
+        """Write every chunk of ``source``, then finish; on an exception or a
+        cancellation write the marker, close, and re-raise."""
+        await self.open()
+        try:
+            async for chunk in _aiterate(source):
+                await self.write(chunk)
+        except BaseException as exc:
+            await asyncio.shield(self.fail(exc))
+            raise
+        return await self.finish()
+
     def _make_result(self, *, ok: bool) -> WriteResult:
         assert self._appender is not None
         return WriteResult(
@@ -458,15 +470,7 @@ async def awrite_stream(path: str, source: SourceT, **options: Any) -> WriteResu
     the buffered chunks and an error marker are written and the stream closed
     before the exception propagates.
     """
-    writer = TokenWriter(path, **options)
-    await writer.open()
-    try:
-        async for chunk in _aiterate(source):
-            await writer.write(chunk)
-    except BaseException as exc:
-        await asyncio.shield(writer.fail(exc))
-        raise
-    return await writer.finish()
+    return await TokenWriter(path, **options).consume(source)
 
 
 def write_stream(path: str, source: Iterable[Any], **options: Any) -> WriteResult:
