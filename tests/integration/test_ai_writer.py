@@ -91,12 +91,24 @@ async def test_buffered_chunks_are_appended_when_the_linger_time_passes():
     assert await amessages(path) == [{"n": n} for n in range(4)] and result.closed
 
 
-async def test_fifty_tokens_a_second_make_far_fewer_appends():
+async def test_chunks_arriving_within_the_linger_time_share_one_append():
     path = unique("gen")
-    result = await awrite_stream(path, tokens(50, pause=0.02), linger=0.1, batch_size=64)
-    assert await amessages(path) == [{"n": n} for n in range(50)]
-    # The linger clock starts at a batch's first chunk: batches hold several chunks.
-    assert result.appends < result.chunks / 2
+
+    async def bursty_model():
+        for burst in range(2):
+            for n in range(10):
+                yield {"n": burst * 10 + n}
+                await asyncio.sleep(0)  # a token at a time, far inside the linger
+            # Quiet until the burst reached the stream (the linger timer's append).
+            for _ in range(int(WAIT / 0.02)):
+                if len(await amessages(path)) >= 10:
+                    break
+                await asyncio.sleep(0.02)
+
+    result = await awrite_stream(path, bursty_model(), linger=1.0, batch_size=64)
+    assert await amessages(path) == [{"n": n} for n in range(20)]
+    # One append per burst; the second one carries the closure too.
+    assert (result.chunks, result.appends) == (20, 2)
 
 
 async def test_a_failing_generation_leaves_a_closed_stream_that_says_it_failed():
