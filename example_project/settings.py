@@ -49,6 +49,8 @@ ASGI_APPLICATION = "example_project.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
+        # The project's own pages; the stream admin's templates come with the
+        # durable_streams package (APP_DIRS), as in any project that installs it.
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
