@@ -16,12 +16,12 @@ CONFORMANCE := tests/conformance
 # The official @durable-streams/state client, run by tests/acceptance/test_state_client.py.
 STATE_JS := tests/js
 
-.PHONY: install run test pytest pytest-django6 conformance lint clean bench state-client chromium
+.PHONY: install run test pytest pytest-django6 conformance lint clean bench state-client chromium docs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[example,test]"
+	$(PY) -m pip install -q -e ".[example,test,docs]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -46,7 +46,7 @@ state-client: $(STATE_JS)/node_modules/.installed
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
-test: state-client pytest pytest-django6 conformance
+test: state-client docs pytest pytest-django6 conformance
 
 # The system Postgres on 127.0.0.1:5432 when it answers, else an embedded one.
 pytest: install state-client chromium
@@ -81,9 +81,13 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 bench: install $(VENV)/.bench-installed $(BENCH_REF)/node_modules/.installed
 	$(PY) -m bench $(BENCH_ARGS)
 
+# The documentation site from docs/ (MkDocs); any warning fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
 lint: install
 	$(VENV)/bin/ruff check durable_streams example_project tests
 	$(VENV)/bin/ruff format --check durable_streams tests
 
 clean:
-	rm -rf $(VENV) $(VENV_DJ6) $(CONFORMANCE)/node_modules $(BENCH_REF)/node_modules $(STATE_JS)/node_modules
+	rm -rf site $(VENV) $(VENV_DJ6) $(CONFORMANCE)/node_modules $(BENCH_REF)/node_modules $(STATE_JS)/node_modules
