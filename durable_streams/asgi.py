@@ -132,8 +132,13 @@ async def _send_response(response: HttpResponse, receive, send) -> None:
 async def _stream(response, start: dict, send) -> None:
     await send(start)
     try:
-        async for chunk in response.streaming_content:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        try:
+            async for chunk in response.streaming_content:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except Exception:
+            # Headers are out: the one way left to report it is to end the
+            # response, never to leave the client waiting on it.
+            logger.exception("stream response failed")
         await send({"type": "http.response.body", "body": b""})
     finally:
         close = getattr(response.streaming_content, "aclose", None)

@@ -7,21 +7,16 @@ on database threads so the event loop never blocks on Postgres.
 
 from __future__ import annotations
 
-import base64
-import codecs
-import json
 import logging
-import re
 import time
-from collections.abc import AsyncIterator
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import content, groupcommit, headers, logs, offsets, permissions, storage
+from . import content, groupcommit, headers, live, logs, offsets, permissions, sse, storage
 from .conf import ds_settings
+from .cursor import next_cursor
 from .exceptions import BadRequest, PayloadTooLarge, StreamError
-from .live import next_cursor, watch
 from .producers import from_headers
 
 logger = logging.getLogger("durable_streams.requests")
@@ -381,16 +376,13 @@ def _if_none_match(request: HttpRequest) -> list[str]:
 
 async def _long_poll(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
     cursor = next_cursor(request.GET.get("cursor"))
-    meta = await storage.arequire_stream(path)
     deadline = time.monotonic() + float(ds_settings.LONG_POLL_TIMEOUT)
-    async with watch(meta.id) as changes:
-        result = await storage.aread(path, position)
-        position = result.start
-        while not result.units and not result.closed:
-            if not await changes.wait(deadline - time.monotonic()):
-                if time.monotonic() >= deadline:
-                    break
-            result = await storage.aread(path, position, shared_since=changes.woken_at)
+    async with live.Follow(path, position, until=deadline) as reads:
+        async for result in reads:
+            if result.units or result.closed:
+                break
+    result = reads.last
+    assert result is not None
     if result.units:
         response = _read_response(result)
         response["ETag"] = _etag(result)
@@ -408,103 +400,24 @@ async def _long_poll(request: HttpRequest, path: str, position: int | None) -> H
 
 
 async def _sse(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
-    meta = await storage.arequire_stream(path)
-    if position is not None and position > meta.tail:
-        raise BadRequest("offset is beyond the end of the stream")
-    response = StreamingHttpResponse(
-        _sse_events(request, meta, position), content_type="text/event-stream"
+    follow = live.Follow(
+        path,
+        position,
+        until=time.monotonic() + float(ds_settings.SSE_MAX_DURATION),
+        idle=float(ds_settings.SSE_KEEPALIVE_INTERVAL),
     )
-    if not content.is_text(meta.content_type):
+    # Read before answering: a missing stream or an offset past its tail is a 4xx.
+    first = await follow.start()
+    text_mode = content.is_text(first.stream.content_type)
+    cursor = next_cursor(request.GET.get("cursor"))
+    response = StreamingHttpResponse(
+        sse.events(follow, cursor, text_mode), content_type="text/event-stream"
+    )
+    if not text_mode:
         response["Stream-SSE-Data-Encoding"] = "base64"
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
-
-
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-
-def _sse_event(event: str, payload: str) -> str:
-    # "data:" then the line; a line that itself starts with a space gets the
-    # one separator space SSE parsers strip, so its own space survives.
-    lines = "".join(
-        f"data: {line}\n" if line.startswith(" ") else f"data:{line}\n"
-        for line in _LINE_BREAK.split(payload)
-    )
-    return f"event: {event}\n{lines}\n"
-
-
-def _sse_render(result: storage.ReadResult, cursor: str, decoder, text_mode: bool) -> bytes:
-    """A chunk's data event and its control event, in one write.
-
-    One append wakes every reader of a stream and they share one read, so the
-    rendering is shared too: keyed by everything that can differ between
-    readers (the cursor, and bytes of a split UTF-8 character left over from
-    the reader's previous chunk), with the decoder state it leaves behind.
-    """
-    pending = decoder.getstate() if text_mode else None
-    key = (cursor, pending)
-    cached = result.renderings.get(key)
-    if cached is not None:
-        out, state = cached
-        if text_mode:
-            decoder.setstate(state)
-        return out
-    text = ""
-    if result.units:
-        if text_mode:
-            payload = decoder.decode(result.body)
-        else:
-            payload = base64.b64encode(result.body).decode("ascii")
-        text = _sse_event("data", payload)
-    control: dict[str, object] = {"streamNextOffset": result.next_offset}
-    if result.closed:
-        control["streamClosed"] = True
-    else:
-        control["streamCursor"] = cursor
-    if result.up_to_date:
-        control["upToDate"] = True
-    out = (text + _sse_event("control", json.dumps(control, separators=(",", ":")))).encode()
-    result.renderings[key] = (out, decoder.getstate() if text_mode else None)
-    return out
-
-
-async def _sse_events(
-    request: HttpRequest, meta: storage.StreamMeta, position: int | None
-) -> AsyncIterator[bytes]:
-    text_mode = content.is_text(meta.content_type)
-    # Chunks may split a UTF-8 sequence; decode incrementally across events.
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    cursor = next_cursor(request.GET.get("cursor"))
-    started = time.monotonic()
-    deadline = started + float(ds_settings.SSE_MAX_DURATION)
-    keepalive = float(ds_settings.SSE_KEEPALIVE_INTERVAL)
-    sent_control = False
-    async with watch(meta.id) as changes:
-        while True:
-            try:
-                result = await storage.aread(meta.path, position, shared_since=changes.woken_at)
-            except StreamError:
-                return  # deleted or expired while we streamed: end the response
-            position = result.next_position
-            if result.units or not sent_control or result.closed:
-                yield _sse_render(result, cursor, decoder, text_mode)
-                sent_control = True
-                if result.closed:
-                    return
-                if not result.up_to_date:
-                    continue
-            # Caught up: wait for a change, sending keep-alive comments.
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                if await changes.wait(min(keepalive, remaining)):
-                    break
-                if not changes.healthy:
-                    break  # listener down: re-read on the fallback interval
-                if time.monotonic() < deadline:
-                    yield b": keep-alive\n\n"
 
 
 _HANDLERS = {

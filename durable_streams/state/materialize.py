@@ -20,8 +20,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
-from .. import offsets, storage
-from ..live import watch
+from .. import live, offsets, storage
 from . import events
 
 __all__ = [
@@ -159,17 +158,11 @@ async def afollow(
     closed; raises NotFound/Gone if it is missing or deleted.
     """
     state = MaterializedState() if state is None else state
-    meta = await storage.arequire_stream(path)
-    # Subscribed before reading, so a commit between a read and the wait wakes us.
-    async with watch(meta.id) as changes:
-        while True:
-            result = await storage.aread(path, offsets.parse(state.offset))
-            _apply_read(state, result)
+    async with live.Follow(path, offsets.parse(state.offset), idle=wait) as reads:
+        async for event in reads:
+            if event is not live.IDLE:
+                _apply_read(state, event)
             yield state
-            if result.closed:
-                return
-            if result.up_to_date:
-                await changes.wait(wait)
 
 
 # --- over HTTP ---------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def _queries_to_read_fork_tail(source_appends: int) -> tuple[int, bytes]:
         # Bulk-load the source's history directly: the test is about reads.
         meta = api.head(src)
         cursor.execute(
-            "INSERT INTO durable_streams_segment (stream_id, start, \"end\", data)"
+            'INSERT INTO durable_streams_segment (stream_id, start, "end", data)'
             " SELECT %s, g * 100, g * 100 + 100, decode(repeat('ab', 100), 'hex')"
             " FROM generate_series(0, %s - 1) g",
             [meta.id, source_appends],
@@ -235,12 +235,8 @@ def test_idempotent_fork_creation_matches_on_source_and_fork_point():
     src = name()
     api.create_stream(src, content_type="text/plain", data="abc")
     path = name("f")
-    first = storage.create_stream(
-        path, content_type=None, fork=storage.ForkSpec(src, None, 0)
-    )
-    again = storage.create_stream(
-        path, content_type=None, fork=storage.ForkSpec(src, None, 0)
-    )
+    first = storage.create_stream(path, content_type=None, fork=storage.ForkSpec(src, None, 0))
+    again = storage.create_stream(path, content_type=None, fork=storage.ForkSpec(src, None, 0))
     assert first[0] is True and again[0] is False
     with pytest.raises(Conflict):
         storage.create_stream(path, content_type=None, fork=storage.ForkSpec(src, 0, 1))

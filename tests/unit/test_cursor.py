@@ -10,7 +10,7 @@ import types
 import pytest
 from django.test import override_settings
 
-from durable_streams import live
+from durable_streams import cursor as cursors
 
 EPOCH = 1728432000
 INTERVAL = 20
@@ -21,7 +21,7 @@ def clock(monkeypatch):
     """Freeze the clock next_cursor reads; returns a setter."""
     state = {"now": EPOCH + 1000 * INTERVAL + 7}
     fake = types.SimpleNamespace(time=lambda: state["now"], monotonic=time.monotonic)
-    monkeypatch.setattr(live, "time", fake)
+    monkeypatch.setattr(cursors, "time", fake)
 
     def set_now(value: float) -> None:
         state["now"] = value
@@ -39,32 +39,32 @@ def jitter(monkeypatch):
         calls.append((a, b))
         return rng.randint(a, b)
 
-    monkeypatch.setattr(live, "random", types.SimpleNamespace(randint=randint))
+    monkeypatch.setattr(cursors, "random", types.SimpleNamespace(randint=randint))
     return calls
 
 
 def test_cursor_is_the_current_interval_number_since_the_epoch(clock):
-    assert live.next_cursor(None) == "1000"
+    assert cursors.next_cursor(None) == "1000"
     clock(EPOCH + 1001 * INTERVAL)
-    assert live.next_cursor(None) == "1001"
+    assert cursors.next_cursor(None) == "1001"
 
 
 def test_cursor_matches_the_real_clock():
     before = int((time.time() - EPOCH) // INTERVAL)
-    cursor = int(live.next_cursor(None))
+    cursor = int(cursors.next_cursor(None))
     after = int((time.time() - EPOCH) // INTERVAL)
     assert before <= cursor <= after
 
 
 def test_an_older_client_cursor_gets_the_current_interval(clock):
-    assert live.next_cursor("999") == "1000"
-    assert live.next_cursor("0") == "1000"
-    assert live.next_cursor("-5") == "1000"
+    assert cursors.next_cursor("999") == "1000"
+    assert cursors.next_cursor("0") == "1000"
+    assert cursors.next_cursor("-5") == "1000"
 
 
 @pytest.mark.parametrize("client", ["1000", "1001", "5000"])
 def test_a_current_or_future_client_cursor_gets_a_strictly_greater_one(clock, jitter, client):
-    cursor = int(live.next_cursor(client))
+    cursor = int(cursors.next_cursor(client))
     assert cursor > int(client)
     # Jitter of 1-3600 seconds, in whole intervals: at least 1, at most 3600/20.
     assert 1 <= cursor - int(client) <= 3600 // INTERVAL
@@ -73,23 +73,23 @@ def test_a_current_or_future_client_cursor_gets_a_strictly_greater_one(clock, ji
 
 @pytest.mark.parametrize("client", ["", "abc", "1.5", "1e3", "0x10", "9" * 5000])
 def test_an_unparseable_client_cursor_is_ignored(clock, client):
-    assert live.next_cursor(client) == "1000"
+    assert cursors.next_cursor(client) == "1000"
 
 
 def test_echoing_cursors_back_is_strictly_monotonic_even_without_time_passing(clock, jitter):
-    cursor = live.next_cursor(None)
+    cursor = cursors.next_cursor(None)
     seen = [int(cursor)]
     for _ in range(200):
-        cursor = live.next_cursor(cursor)
+        cursor = cursors.next_cursor(cursor)
         seen.append(int(cursor))
     assert all(b > a for a, b in itertools.pairwise(seen))
 
 
 def test_cursor_never_goes_backwards_as_time_moves_on(clock, jitter):
-    cursor = live.next_cursor(None)
+    cursor = cursors.next_cursor(None)
     for step in range(1, 100):
         clock(EPOCH + 1000 * INTERVAL + step * 7)
-        nxt = live.next_cursor(cursor)
+        nxt = cursors.next_cursor(cursor)
         assert int(nxt) > int(cursor)
         cursor = nxt
 
@@ -97,6 +97,6 @@ def test_cursor_never_goes_backwards_as_time_moves_on(clock, jitter):
 def test_cursor_interval_and_epoch_come_from_settings(clock):
     clock(EPOCH + 1000)
     with override_settings(DURABLE_STREAMS={"CURSOR_INTERVAL": 10, "CURSOR_EPOCH": EPOCH}):
-        assert live.next_cursor(None) == "100"
+        assert cursors.next_cursor(None) == "100"
     with override_settings(DURABLE_STREAMS={"CURSOR_INTERVAL": 100, "CURSOR_EPOCH": EPOCH - 1000}):
-        assert live.next_cursor(None) == "20"
+        assert cursors.next_cursor(None) == "20"

@@ -21,10 +21,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.db.models import Count
 
-from durable_streams import api, catalog, content, headers, offsets, storage
+from durable_streams import api, catalog, content, headers, live, offsets, storage
 from durable_streams.conf import ds_settings
 from durable_streams.exceptions import BadRequest, StreamError
-from durable_streams.live import get_listener, watch
 from durable_streams.models import Stream
 
 
@@ -204,43 +203,30 @@ class Command(BaseCommand):
     def handle_tail(self, options: dict) -> None:
         path = options["path"]
         position = _position(options["offset"])
-        meta = storage.require_stream(path)
-        printer = _Printer(self, meta.content_type)
         if options["no_follow"]:
+            printer = None
             while True:
                 result = storage.read(path, position)
+                printer = printer or _Printer(self, result.stream.content_type)
                 printer.write(result)
                 position = result.next_position
                 if result.up_to_date:
                     return
         try:
-            asyncio.run(self._follow(path, meta.id, position, printer, options["max_time"]))
+            asyncio.run(self._follow(path, position, options["max_time"]))
         except KeyboardInterrupt:
             pass
 
-    async def _follow(
-        self, path: str, stream_id: int, position: int | None, printer, max_time: float | None
-    ) -> None:
-        deadline = None if max_time is None else time.monotonic() + max_time
+    async def _follow(self, path: str, position: int | None, max_time: float | None) -> None:
+        until = None if max_time is None else time.monotonic() + max_time
+        printer = None
         try:
-            async with watch(stream_id) as changes:
-                while True:
-                    result = await storage.aread(path, position)
+            async with live.Follow(path, position, until=until) as reads:
+                async for result in reads:
+                    printer = printer or _Printer(self, result.stream.content_type)
                     printer.write(result)
-                    position = result.next_position
-                    if result.closed:
-                        return
-                    if not result.up_to_date:
-                        continue
-                    # Caught up: wait for an append (or, listener down, poll).
-                    while True:
-                        wait = 30.0 if deadline is None else deadline - time.monotonic()
-                        if wait <= 0:
-                            return
-                        if await changes.wait(min(wait, 30.0)) or not changes.healthy:
-                            break
         finally:
-            await get_listener().stop()
+            await live.get_listener().stop()
             await storage.close_pool()
 
     # --- head ------------------------------------------------------------------------------
