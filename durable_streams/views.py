@@ -160,11 +160,19 @@ def _read_body(request: HttpRequest) -> bytes:
     return body
 
 
-def _stream_headers(response: HttpResponse, meta: storage.StreamMeta) -> None:
+def _meta_response(status: int, meta: storage.StreamMeta) -> HttpResponse:
+    """A stream's metadata as PUT and HEAD answer it: headers, no body."""
+    response = _empty(status)
+    response["Content-Type"] = meta.content_type
+    response["Stream-Next-Offset"] = meta.tail_offset
+    if meta.closed:
+        response["Stream-Closed"] = "true"
     if meta.ttl_seconds is not None:
         response["Stream-TTL"] = str(meta.ttl_seconds)
     if meta.expires_at is not None:
         response["Stream-Expires-At"] = headers.format_expires_at(meta.expires_at)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _parse_fork(request: HttpRequest, path: str) -> storage.ForkSpec | None:
@@ -215,15 +223,9 @@ async def _put(request: HttpRequest, path: str) -> HttpResponse:
         payload=payload,
         fork=fork,
     )
-    response = _empty(201 if created else 200)
-    response["Content-Type"] = meta.content_type
-    response["Stream-Next-Offset"] = meta.tail_offset
+    response = _meta_response(201 if created else 200, meta)
     if created:
         response["Location"] = request.build_absolute_uri(request.path)
-    if meta.closed:
-        response["Stream-Closed"] = "true"
-    _stream_headers(response, meta)
-    response["Cache-Control"] = "no-store"
     return response
 
 
@@ -273,15 +275,7 @@ async def _post(request: HttpRequest, path: str) -> HttpResponse:
 
 
 async def _head(request: HttpRequest, path: str) -> HttpResponse:
-    meta = await storage.arequire_stream(path)
-    response = _empty(200)
-    response["Content-Type"] = meta.content_type
-    response["Stream-Next-Offset"] = meta.tail_offset
-    if meta.closed:
-        response["Stream-Closed"] = "true"
-    _stream_headers(response, meta)
-    response["Cache-Control"] = "no-store"
-    return response
+    return _meta_response(200, await storage.arequire_stream(path))
 
 
 async def _delete(request: HttpRequest, path: str) -> HttpResponse:
