@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from .. import live, offsets, storage
+from ..headers import flag
 from . import events
 
 __all__ = [
@@ -212,8 +213,8 @@ def follow_url(
             raise StreamReadError(status, f"GET {url}: no Stream-Next-Offset header")
         if status == 200 and body:
             state.apply_all(json.loads(body))
-        up_to_date = status == 204 or reply.get("Stream-Up-To-Date") == "true"
-        state._advance(next_offset, up_to_date, reply.get("Stream-Closed") == "true")
+        up_to_date = status == 204 or flag(reply.get("Stream-Up-To-Date"))
+        state._advance(next_offset, up_to_date, flag(reply.get("Stream-Closed")))
         yield state
         if state.closed and up_to_date:
             return
