@@ -10,8 +10,10 @@ PYTHON_DJ6 ?= $(shell for p in python3.13 python3.12 $$(ls -d $$HOME/.pyenv/vers
 	$$p -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && echo $$p && break; done)
 VENV_DJ6 ?= .venv-django6
 PORT ?= 4437
-# Database names the test runs use (pytest-django adds its test_ prefix).
-TEST_DB ?= durable_streams
+# Database names the test runs use (pytest-django adds its test_ prefix): by
+# default unique to this checkout (a checksum of its path), so runs from two
+# clones on one PostgreSQL never share, and never drop, each other's databases.
+TEST_DB ?= ds_$(shell printf '%s' '$(CURDIR)' | cksum | cut -d' ' -f1)
 CONFORMANCE := tests/conformance
 # The official @durable-streams/state client, run by tests/acceptance/test_state_client.py.
 STATE_JS := tests/js

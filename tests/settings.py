@@ -20,6 +20,10 @@ DURABLE_STREAMS = {
     # a few MB then span several chunks without slowing the suite.
     "MAX_CHUNK_SIZE": 1024 * 1024,
 }
+# DS_TEST_SHIPPED_CHUNK_SIZE=1: the shipped MAX_CHUNK_SIZE default (one server
+# in tests/acceptance/test_http_protocol.py).
+if os.environ.get("DS_TEST_SHIPPED_CHUNK_SIZE") == "1":
+    del DURABLE_STREAMS["MAX_CHUNK_SIZE"]
 
 # Model change streams (durable_streams.state): a test app whose models stream
 # their changes, its views, and the txid middleware.

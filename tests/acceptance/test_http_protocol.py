@@ -336,6 +336,24 @@ def test_large_closed_stream_is_read_in_chunks_with_eof_only_on_the_last(http, s
     assert len({r.headers["ETag"] for r in responses}) == 3
 
 
+def test_the_shipped_4_mib_max_chunk_size_cuts_catch_up_reads(http, server_factory):
+    from durable_streams.conf import DEFAULTS
+
+    shipped = DEFAULTS["MAX_CHUNK_SIZE"]
+    assert shipped == 4 * 1024 * 1024
+    server = server_factory(DS_TEST_SHIPPED_CHUNK_SIZE="1")
+    try:
+        url = server.stream_url(unique())
+        data = bytes(range(256)) * (9 * 4096)  # 9 MiB
+        binary = {"Content-Type": "application/octet-stream"}
+        assert http.put(url, headers=binary, content=data).status_code == 201
+        body, tail, responses = read_all(http, url)
+    finally:
+        server.stop()
+    assert body == data and tail == off(len(data))
+    assert [len(r.content) for r in responses] == [shipped, shipped, len(data) - 2 * shipped]
+
+
 def test_large_json_stream_is_chunked_at_message_boundaries(http, stream_url):
     messages = [{"i": i, "pad": "x" * 100_000} for i in range(25)]  # ~2.5 MB
     http.put(stream_url, headers=JSON)

@@ -5,6 +5,8 @@ everything else staff via session with CSRF)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
@@ -24,7 +26,8 @@ APPS = {
 @pytest.fixture(scope="module", params=sorted(APPS))
 def app(request, server_factory):
     server = server_factory(APPS[request.param], DS_TEST_POLICY="tests.policies.RoomsDRFPolicy")
-    return request.param, server.url
+    yield request.param, server.url
+    server.stop()
 
 
 @pytest.fixture
@@ -85,9 +88,11 @@ def test_paths_no_rule_names_fall_to_the_catch_all_rule(http, app, member):
 
 
 @pytest.fixture(scope="module")
-def django_app(server_factory) -> str:
+def django_app(server_factory) -> Iterator[str]:
     """Sessions need Django's middleware: only the URLconf entry point has it."""
-    return server_factory(APPS["django"], DS_TEST_POLICY="tests.policies.RoomsDRFPolicy").url
+    server = server_factory(APPS["django"], DS_TEST_POLICY="tests.policies.RoomsDRFPolicy")
+    yield server.url
+    server.stop()
 
 
 def test_session_authentication_with_csrf_through_the_django_entry_point(

@@ -6,6 +6,7 @@ ASGI app and Django's URLconf with middleware). Servers run
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -30,9 +31,10 @@ APPS = {
 
 
 @pytest.fixture(scope="module", params=sorted(APPS))
-def base(request, server_factory) -> str:
+def base(request, server_factory) -> Iterator[str]:
     server = server_factory(APPS[request.param], DS_TEST_POLICY="tests.policies.TokenPolicy")
-    return server.url + "/v1/stream/"
+    yield server.url + "/v1/stream/"
+    server.stop()
 
 
 def make_stream(http: httpx.Client, base: str, prefix: str = "") -> str:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,14 +60,18 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise SystemExit("server did not start")
 
 
+def default_database_name() -> str:
+    """A name unique to this checkout, so concurrent runs of two clones do not
+    drop each other's database (``make conformance`` passes ``CONFORMANCE_DB``)."""
+    return f"ds_{zlib.crc32(str(ROOT).encode()):08x}_conformance"
+
+
 APPS = ["example_project.asgi:application", "example_project.asgi:django_application"]
 
 
 def main() -> int:
     env = dict(os.environ)
-    env["DATABASE_URL"] = fresh_database_url(
-        env.get("CONFORMANCE_DB", "durable_streams_conformance")
-    )
+    env["DATABASE_URL"] = fresh_database_url(env.get("CONFORMANCE_DB") or default_database_name())
     env["LONG_POLL_TIMEOUT"] = env.get("CONFORMANCE_LONG_POLL_TIMEOUT", "1")
     env["DJANGO_DEBUG"] = "0"
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
