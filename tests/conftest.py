@@ -125,6 +125,14 @@ def second_server(server_factory) -> support.ServerProcess:
     return server_factory("example_project.asgi:django_application", DS_TEST_LONG_POLL_TIMEOUT="15")
 
 
+@pytest.fixture(scope="session")
+def patient_server(server_factory) -> support.ServerProcess:
+    """A server whose live reads last 120 s (long-poll and SSE): a reader that
+    answers before the client's far shorter timeout was woken, or did not wait,
+    and a response that ends did so for a reason other than its timer."""
+    return server_factory(DS_TEST_LONG_POLL_TIMEOUT="120", DS_TEST_SSE_MAX_DURATION="120")
+
+
 @pytest.fixture(scope="module")
 def small_limit_server(server_factory) -> Iterator[support.ServerProcess]:
     """A server whose MAX_APPEND_SIZE is 1024 bytes (for one module's tests)."""

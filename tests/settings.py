@@ -15,6 +15,8 @@ DURABLE_STREAMS = {
     # The servers run with DEBUG off, where the default policy refuses everything;
     # access tests pick their policy (tests/policies.py) per server.
     "POLICY": os.environ.get("DS_TEST_POLICY", "durable_streams.permissions.AllowAll"),
+    # DS_TEST_ADMIN_READS=0: staff sessions get no read access of their own.
+    "ADMIN_READS": os.environ.get("DS_TEST_ADMIN_READS", "1") == "1",
     "MAX_APPEND_SIZE": int(os.environ.get("DS_TEST_MAX_APPEND_SIZE", str(64 * 1024 * 1024))),
     # Chunking tests size their data for 1 MiB chunks (the default is 4 MiB):
     # a few MB then span several chunks without slowing the suite.

@@ -146,6 +146,33 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
+HEALTH_PATH = "/api/durable-streams/health/"
+
+
+def waiting_readers(base_url: str) -> int:
+    """How many live readers wait in the server's process (its health endpoint)."""
+    response = httpx.get(base_url + HEALTH_PATH, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["listener"]["waiting_readers"]
+
+
+def await_waiting_readers(base_url: str, count: int, timeout: float = 30.0) -> None:
+    """Barrier: return once exactly ``count`` live readers wait in the server.
+
+    Tests start their readers on a quiet server (``count=0`` first), so the
+    count is theirs: an append made after this barrier reaches readers that
+    were already waiting, never ones that arrive late and find the data.
+    """
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while time.monotonic() < deadline:
+        seen = waiting_readers(base_url)
+        if seen == count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{seen} readers waiting, not {count}, after {timeout}s")
+
+
 def read_all(client: httpx.Client, url: str, offset: str = "-1", max_requests: int = 10_000):
     """Follow ``Stream-Next-Offset`` from ``offset`` until up to date.
 

@@ -1,6 +1,8 @@
 """Several OS processes on one database: offsets stay gap-free and strictly
 increasing whoever writes, and a reader in one process is woken promptly by an
-append committed in another (robustness requirements c and d)."""
+append committed in another (robustness requirements c and d): a reader that
+was waiting (the server counts it) answers with the data, not with the 204 of
+its timeout."""
 
 from __future__ import annotations
 
@@ -12,14 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from ..support import SSE, Worker, read_all, unique
+from ..support import SSE, Worker, await_waiting_readers, read_all, unique
 
 # Only the servers and child processes write, so every read sees committed data;
 # the marker sets up the test database (see tests/conftest.py). No flush needed.
 pytestmark = pytest.mark.django_db
 
 TEXT = {"Content-Type": "text/plain"}
-PROMPT = 2.0  # seconds: "promptly", against a 15 s long-poll timeout on the reader
 
 
 @pytest.fixture
@@ -94,13 +95,20 @@ def decode(token: str) -> int:
     return offsets.decode(token)
 
 
-def poll_in_background(url: str, offset: str, timeout: float = 30):
-    """Start a long-poll on a thread; returns (future, pool)."""
+def poll_in_background(server, url: str, offset: str, timeout: float = 60):
+    """Start a long-poll on a thread and return (future, pool) once the server
+    counts it as waiting: an append made after this wakes it, never finds it late."""
+    await_waiting_readers(server.url, 0)
     pool = ThreadPoolExecutor(1)
     future = pool.submit(
         httpx.get, url, params={"offset": offset, "live": "long-poll"}, timeout=timeout
     )
+    await_waiting_readers(server.url, 1)
     return future, pool
+
+
+# The reader's server has a 15 s long-poll timeout and answers 204 when it
+# expires: a 200 with the data proves the notification woke the reader.
 
 
 def test_long_poll_in_one_server_is_woken_by_an_api_append_in_another_process(
@@ -111,18 +119,13 @@ def test_long_poll_in_one_server_is_woken_by_an_api_append_in_another_process(
     tail = httpx.put(url, headers=TEXT, content=b"a").headers["Stream-Next-Offset"]
     worker = workers("append-line", path)
     worker.wait_ready()
-    future, pool = poll_in_background(url, tail)
+    future, pool = poll_in_background(second_server, url, tail)
     try:
-        time.sleep(0.5)
-        assert not future.done()  # it is waiting
-        signalled = time.monotonic()
         worker.go("from-a-worker")
-        response = future.result(timeout=20)
-        elapsed = time.monotonic() - signalled
+        response = future.result(timeout=60)
     finally:
         pool.shutdown()
     assert (response.status_code, response.content) == (200, b"from-a-worker")
-    assert elapsed < PROMPT, elapsed
     assert worker.results(1)[0]["end"] == 1 + len("from-a-worker")
 
 
@@ -132,42 +135,36 @@ def test_long_poll_in_one_server_is_woken_by_an_append_through_another_server(
     path = unique()
     reader_url, writer_url = second_server.stream_url(path), ds_server.stream_url(path)
     tail = httpx.put(writer_url, headers=TEXT, content=b"a").headers["Stream-Next-Offset"]
-    future, pool = poll_in_background(reader_url, tail)
+    future, pool = poll_in_background(second_server, reader_url, tail)
     try:
-        time.sleep(0.5)
-        assert not future.done()
-        signalled = time.monotonic()
         assert httpx.post(writer_url, headers=TEXT, content=b"via-A").status_code == 204
-        response = future.result(timeout=20)
-        elapsed = time.monotonic() - signalled
+        response = future.result(timeout=60)
     finally:
         pool.shutdown()
     assert (response.status_code, response.content) == (200, b"via-A")
-    assert elapsed < PROMPT, elapsed
 
 
-def test_sse_in_one_server_receives_appends_made_through_another_server(ds_server, second_server):
+def test_sse_in_one_server_receives_appends_made_through_another_server(ds_server, patient_server):
+    # The reader's server keeps SSE responses open 120 s: the response ends
+    # early only by the closure, and the client gives up after 20 s.
     path = unique()
-    reader_url, writer_url = second_server.stream_url(path), ds_server.stream_url(path)
+    reader_url, writer_url = patient_server.stream_url(path), ds_server.stream_url(path)
     httpx.put(writer_url, headers=TEXT)
     received: list[str] = []
-    stamps: list[float] = []
-    sent: list[float] = []
     with httpx.stream(
         "GET", reader_url, params={"offset": "-1", "live": "sse"}, timeout=30
     ) as response:
         for kind, data in SSE(response, time.monotonic() + 20).events():
             if kind == "data":
                 received.append(data)
-                stamps.append(time.monotonic())
             if kind == "control":
                 if json.loads(data).get("streamClosed"):
                     break
                 count = len(received)
                 if count < 3:
-                    sent.append(time.monotonic())
                     httpx.post(writer_url, headers=TEXT, content=f"m{count}")
                 elif count == 3:
                     httpx.post(writer_url, headers={"Stream-Closed": "true"})
+    # With its listener up, the reader re-reads only when notified: each append
+    # reached it through the other server's notification, and the closure ended it.
     assert received == ["m0", "m1", "m2"]
-    assert max(b - a for a, b in zip(sent, stamps, strict=True)) < PROMPT

@@ -7,7 +7,6 @@ import base64
 import json
 import socket
 import struct
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +15,7 @@ import pytest
 
 from durable_streams import offsets
 
-from ..support import SSE, unique
+from ..support import SSE, await_waiting_readers, unique
 
 # Only the servers and child processes write, so every read sees committed data;
 # the marker sets up the test database (see tests/conftest.py). No flush needed.
@@ -39,16 +38,25 @@ def long_poll(url: str, offset: str, **params) -> tuple[httpx.Response, float]:
     return response, time.monotonic() - started
 
 
-def later(seconds: float, fn, *args, **kwargs) -> threading.Thread:
-    """Run ``fn`` on a thread after ``seconds``."""
+class Waiting:
+    """Long-polls started on threads, released once the server counts them
+    all as waiting (the barrier of ``support.await_waiting_readers``)."""
 
-    def run():
-        time.sleep(seconds)
-        fn(*args, **kwargs)
+    def __init__(self, server, url: str, offset: str, count: int = 1) -> None:
+        await_waiting_readers(server.url, 0)
+        self.pool = ThreadPoolExecutor(count)
+        self.futures = [self.pool.submit(long_poll, url, offset) for _ in range(count)]
+        await_waiting_readers(server.url, count)
 
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
+    def results(self) -> list[httpx.Response]:
+        try:
+            return [future.result(timeout=60)[0] for future in self.futures]
+        finally:
+            self.pool.shutdown()
+
+    def result(self) -> httpx.Response:
+        (response,) = self.results()
+        return response
 
 
 def sse_events(url: str, offset: str, *, until=None, limit: float = 10.0):
@@ -81,19 +89,26 @@ def data_events(events) -> list[str]:
 # --- long-poll --------------------------------------------------------------------------------
 
 
-def test_long_poll_returns_existing_data_immediately(http, stream_url):
-    http.put(stream_url, headers=TEXT, content=b"abc")
-    response, elapsed = long_poll(stream_url, "-1")
+@pytest.fixture
+def patient_url(patient_server) -> str:
+    """A fresh stream on the server whose live reads last 120 s: the client's
+    30 s timeout fails any read that waits for the server's timer."""
+    return patient_server.stream_url(unique())
+
+
+def test_long_poll_returns_existing_data_without_waiting(http, patient_url):
+    http.put(patient_url, headers=TEXT, content=b"abc")
+    response, _ = long_poll(patient_url, "-1")
     assert (response.status_code, response.content) == (200, b"abc")
     assert response.headers["Stream-Cursor"]
-    assert elapsed < 1.0
 
 
-def test_long_poll_returns_200_when_an_append_arrives(http, stream_url):
-    tail = http.put(stream_url, headers=TEXT, content=b"a").headers["Stream-Next-Offset"]
-    writer = later(0.3, http.post, stream_url, headers=TEXT, content=b"bc")
-    response, elapsed = long_poll(stream_url, tail)
-    writer.join()
+def test_long_poll_returns_200_when_an_append_arrives(http, patient_server, patient_url):
+    tail = http.put(patient_url, headers=TEXT, content=b"a").headers["Stream-Next-Offset"]
+    waiting = Waiting(patient_server, patient_url, tail)
+    http.post(patient_url, headers=TEXT, content=b"bc")
+    response = waiting.result()
+    # Woken: a reader that was not would answer 204 after 120 s.
     assert response.status_code == 200
     assert response.content == b"bc"
     assert response.headers["Stream-Next-Offset"] == off(3)
@@ -101,7 +116,6 @@ def test_long_poll_returns_200_when_an_append_arrives(http, stream_url):
     assert response.headers["Stream-Cursor"]
     assert response.headers["ETag"]
     assert response.headers["Cache-Control"].startswith("public")
-    assert elapsed < LONG_POLL_TIMEOUT - 0.5  # woken, not timed out
 
 
 def test_long_poll_times_out_with_204_and_the_tail(http, stream_url):
@@ -114,48 +128,45 @@ def test_long_poll_times_out_with_204_and_the_tail(http, stream_url):
     assert response.headers["Stream-Cursor"]
     assert response.headers["Cache-Control"] == "no-store"
     assert "Stream-Closed" not in response.headers
-    assert LONG_POLL_TIMEOUT - 0.2 <= elapsed < LONG_POLL_TIMEOUT + 2
+    assert elapsed >= LONG_POLL_TIMEOUT - 0.2  # it waited for the timeout
 
 
-def test_long_poll_at_the_tail_of_a_closed_stream_returns_eof_at_once(http, stream_url):
-    http.put(stream_url, headers={**TEXT, "Stream-Closed": "true"}, content=b"abc")
+def test_long_poll_at_the_tail_of_a_closed_stream_returns_eof_without_waiting(http, patient_url):
+    http.put(patient_url, headers={**TEXT, "Stream-Closed": "true"}, content=b"abc")
     for offset in (off(3), "now"):
-        response, elapsed = long_poll(stream_url, offset)
+        response, _ = long_poll(patient_url, offset)
         assert response.status_code == 204
         assert response.headers["Stream-Closed"] == "true"
         assert response.headers["Stream-Up-To-Date"] == "true"
         assert response.headers["Stream-Next-Offset"] == off(3)
-        assert elapsed < 1.0
 
 
-def test_long_poll_is_released_by_a_close(http, stream_url):
-    tail = http.put(stream_url, headers=TEXT, content=b"abc").headers["Stream-Next-Offset"]
-    closer = later(0.3, http.post, stream_url, headers={"Stream-Closed": "true"})
-    response, elapsed = long_poll(stream_url, tail)
-    closer.join()
+def test_long_poll_is_released_by_a_close(http, patient_server, patient_url):
+    tail = http.put(patient_url, headers=TEXT, content=b"abc").headers["Stream-Next-Offset"]
+    waiting = Waiting(patient_server, patient_url, tail)
+    http.post(patient_url, headers={"Stream-Closed": "true"})
+    response = waiting.result()
     assert response.status_code == 204
     assert response.headers["Stream-Closed"] == "true"
-    assert elapsed < LONG_POLL_TIMEOUT - 0.5
+    assert response.headers["Stream-Next-Offset"] == off(3)
 
 
-def test_long_poll_gets_the_final_append_and_closure_together(http, stream_url):
-    tail = http.put(stream_url, headers=TEXT, content=b"abc").headers["Stream-Next-Offset"]
-    closer = later(
-        0.3, http.post, stream_url, headers={**TEXT, "Stream-Closed": "true"}, content=b"end"
-    )
-    response, _ = long_poll(stream_url, tail)
-    closer.join()
+def test_long_poll_gets_the_final_append_and_closure_together(http, patient_server, patient_url):
+    tail = http.put(patient_url, headers=TEXT, content=b"abc").headers["Stream-Next-Offset"]
+    waiting = Waiting(patient_server, patient_url, tail)
+    http.post(patient_url, headers={**TEXT, "Stream-Closed": "true"}, content=b"end")
+    response = waiting.result()
     assert (response.status_code, response.content) == (200, b"end")
     assert response.headers["Stream-Closed"] == "true"
 
 
-def test_long_poll_offset_now_waits_for_new_data_only(http, stream_url):
-    http.put(stream_url, headers=TEXT, content=b"history")
-    writer = later(0.3, http.post, stream_url, headers=TEXT, content=b"new")
-    response, elapsed = long_poll(stream_url, "now")
-    writer.join()
+def test_long_poll_offset_now_waits_for_new_data_only(http, patient_server, patient_url):
+    http.put(patient_url, headers=TEXT, content=b"history")
+    waiting = Waiting(patient_server, patient_url, "now")
+    http.post(patient_url, headers=TEXT, content=b"new")
+    response = waiting.result()
     assert (response.status_code, response.content) == (200, b"new")
-    assert elapsed < LONG_POLL_TIMEOUT - 0.5
+    assert response.headers["Stream-Next-Offset"] == off(10)
 
 
 def test_long_poll_offset_now_times_out_at_the_tail(http, stream_url):
@@ -165,24 +176,21 @@ def test_long_poll_offset_now_times_out_at_the_tail(http, stream_url):
     assert response.headers["Stream-Next-Offset"] == off(7)
 
 
-def test_one_append_wakes_every_waiting_long_poll(http, stream_url):
-    tail = http.put(stream_url, headers=TEXT).headers["Stream-Next-Offset"]
-    with ThreadPoolExecutor(12) as pool:
-        waiting = [pool.submit(long_poll, stream_url, tail) for _ in range(12)]
-        time.sleep(0.5)
-        http.post(stream_url, headers=TEXT, content=b"news")
-        results = [f.result(timeout=30) for f in waiting]
-    assert all(r.status_code == 200 and r.content == b"news" for r, _ in results)
-    assert max(elapsed for _, elapsed in results) < LONG_POLL_TIMEOUT
+def test_one_append_wakes_every_waiting_long_poll(http, patient_server, patient_url):
+    tail = http.put(patient_url, headers=TEXT).headers["Stream-Next-Offset"]
+    waiting = Waiting(patient_server, patient_url, tail, count=12)
+    http.post(patient_url, headers=TEXT, content=b"news")
+    responses = waiting.results()
+    assert [(r.status_code, r.content) for r in responses] == [(200, b"news")] * 12
 
 
-def test_long_poll_of_a_stream_deleted_while_waiting_ends_with_404(http, stream_url):
-    tail = http.put(stream_url, headers=TEXT, content=b"x").headers["Stream-Next-Offset"]
-    deleter = later(0.3, http.delete, stream_url)
-    response, elapsed = long_poll(stream_url, tail)
-    deleter.join()
-    assert response.status_code == 404
-    assert elapsed < LONG_POLL_TIMEOUT - 0.5
+def test_long_poll_of_a_stream_deleted_while_waiting_ends_with_404(
+    http, patient_server, patient_url
+):
+    tail = http.put(patient_url, headers=TEXT, content=b"x").headers["Stream-Next-Offset"]
+    waiting = Waiting(patient_server, patient_url, tail)
+    assert http.delete(patient_url).status_code == 204
+    assert waiting.result().status_code == 404
 
 
 def test_long_poll_of_a_missing_stream_is_404(stream_url):
@@ -198,11 +206,12 @@ def test_long_poll_cursor_moves_forward_when_echoed(http, stream_url):
     assert int(second.headers["Stream-Cursor"]) > int(cursor)
 
 
-def test_long_poll_of_a_json_stream_returns_an_array(http, stream_url):
-    tail = http.put(stream_url, headers=JSON, content=b"[1]").headers["Stream-Next-Offset"]
-    writer = later(0.3, http.post, stream_url, headers=JSON, content=b'[{"a":2},3]')
-    response, _ = long_poll(stream_url, tail)
-    writer.join()
+def test_long_poll_of_a_json_stream_returns_an_array(http, patient_server, patient_url):
+    tail = http.put(patient_url, headers=JSON, content=b"[1]").headers["Stream-Next-Offset"]
+    waiting = Waiting(patient_server, patient_url, tail)
+    http.post(patient_url, headers=JSON, content=b'[{"a":2},3]')
+    response = waiting.result()
+    assert response.status_code == 200
     assert json.loads(response.content) == [{"a": 2}, 3]
     assert response.headers["Stream-Next-Offset"] == off(3)
 
@@ -262,11 +271,11 @@ def test_sse_of_a_binary_stream_is_base64_encoded(http, stream_url):
     assert controls(events)[-1]["streamClosed"] is True  # control events stay JSON
 
 
-def test_sse_of_a_closed_stream_at_its_tail_ends_at_once(http, stream_url):
-    http.put(stream_url, headers={**TEXT, "Stream-Closed": "true"}, content=b"abc")
-    started = time.monotonic()
-    events, _, _ = sse_events(stream_url, off(3))
-    assert time.monotonic() - started < 2.0
+def test_sse_of_a_closed_stream_at_its_tail_ends_without_waiting(http, patient_url):
+    # The server would keep the response open 120 s; sse_events gives up after 10.
+    http.put(patient_url, headers={**TEXT, "Stream-Closed": "true"}, content=b"abc")
+    events, response, _ = sse_events(patient_url, off(3))
+    assert response.status_code == 200
     assert events == [
         (
             "control",
@@ -298,9 +307,8 @@ def test_sse_offset_now_skips_history(http, stream_url):
 def test_sse_sends_keep_alives_and_ends_after_the_max_duration(http, stream_url):
     http.put(stream_url, headers=TEXT)
     started = time.monotonic()
-    events, _, _ = sse_events(stream_url, "-1", limit=SSE_MAX_DURATION + 5)
-    elapsed = time.monotonic() - started
-    assert SSE_MAX_DURATION - 0.5 <= elapsed < SSE_MAX_DURATION + 3
+    events, _, _ = sse_events(stream_url, "-1", limit=SSE_MAX_DURATION + 30)
+    assert time.monotonic() - started >= SSE_MAX_DURATION - 0.5  # ended by its timer
     assert [e for e in events if e[0] == ":"].count((":", "keep-alive")) >= 3
     assert len(controls(events)) == 1
 
@@ -323,20 +331,26 @@ def test_sse_keeps_utf8_characters_split_by_a_chunk_boundary_intact(http, stream
     assert "".join(data_events(events)) == text
 
 
-def test_sse_of_a_stream_deleted_while_streaming_ends(http, stream_url):
-    http.put(stream_url, headers=TEXT, content=b"abc")
+def test_sse_of_a_stream_deleted_while_streaming_ends(http, patient_url):
+    http.put(patient_url, headers=TEXT, content=b"abc")
 
-    done = []
+    deleted = []
 
-    def delete_once(events):
-        if not done:
-            http.delete(stream_url)
-            done.append(True)
-        return False
+    def delete_after_the_first_control(events):
+        if controls(events) and not deleted:
+            deleted.append(http.delete(patient_url).status_code)
+        return False  # read on until the server ends the response
 
-    started = time.monotonic()
-    sse_events(stream_url, "-1", until=delete_once)
-    assert time.monotonic() - started < SSE_MAX_DURATION - 1
+    # The server's timer is 120 s: only the deletion can end the response
+    # before sse_events gives up (10 s) and fails the test.
+    events, response, raw = sse_events(patient_url, "-1", until=delete_after_the_first_control)
+    assert response.status_code == 200
+    assert deleted == [204]
+    kinds = [kind for kind, _ in events if kind != ":"]
+    assert kinds == ["data", "control"]  # no closure: the stream is gone, not closed
+    assert data_events(events) == ["abc"]
+    assert controls(events)[0]["streamNextOffset"] == off(3)
+    assert raw.endswith(b"\n\n")  # ended between events, not mid-event
 
 
 def test_sse_of_a_missing_stream_is_404(stream_url):
@@ -363,26 +377,26 @@ def test_clients_dropping_sse_and_long_poll_connections_do_not_break_the_server(
     url = any_server.stream_url(path)
     tail = http.put(url, headers=TEXT, content=b"x").headers["Stream-Next-Offset"]
     log_start = len(any_server.log_tail(chars=10**9))
+    await_waiting_readers(any_server.url, 0)
     sockets = []
     for i in range(30):
         query = f"offset={tail}&live={'sse' if i % 2 else 'long-poll'}"
         sock = socket.create_connection(("127.0.0.1", any_server.port), timeout=5)
         sock.sendall(f"GET /v1/stream/{path}?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         sockets.append(sock)
-    time.sleep(0.5)
+    await_waiting_readers(any_server.url, 30)
     for i, sock in enumerate(sockets):
         abort(sock) if i % 3 else sock.close()
-    time.sleep(0.3)
     # Appends fan out to (now dead) waiters; the server must shrug that off.
     assert http.post(url, headers=TEXT, content=b"y").status_code == 204
-    # A fresh reader is still woken promptly, and reads still work.
+    # The dead readers are let go (by their disconnect, or at the latest their timers).
+    await_waiting_readers(any_server.url, 0)
+    # A fresh reader is still woken, and reads still work.
     tail = http.head(url).headers["Stream-Next-Offset"]
-    writer = later(0.3, http.post, url, headers=TEXT, content=b"z")
-    started = time.monotonic()
-    response = http.get(url, params={"offset": tail, "live": "long-poll"})
-    writer.join()
+    waiting = Waiting(any_server, url, tail)
+    assert http.post(url, headers=TEXT, content=b"z").status_code == 204
+    response = waiting.result()
     assert (response.status_code, response.content) == (200, b"z")
-    assert time.monotonic() - started < 1.5
     assert http.get(url).content == b"xyz"
     assert any_server.alive()
     new_log = any_server.log_tail(chars=10**9)[log_start:]

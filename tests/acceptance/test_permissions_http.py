@@ -227,25 +227,79 @@ def test_cors_preflight_needs_no_credentials(http, base):
 # --- the admin's live tail: staff sessions may read (ADMIN_READS) ---------------------------
 
 
-@pytest.mark.parametrize(("staff", "status"), [(True, 200), (False, 401)])
-def test_staff_sessions_read_any_stream_other_sessions_do_not(
-    http, base, django_user_model, staff, status
+def make_user(django_user_model, *, staff: bool, superuser: bool = False, grant: bool = False):
+    """A user with exactly the given flags and, if ``grant``, the view_stream permission."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(
+        unique("ops"), password="pw", is_staff=staff, is_superuser=superuser
+    )
+    if grant:
+        view = Permission.objects.get(
+            content_type__app_label="durable_streams", codename="view_stream"
+        )
+        user.user_permissions.add(view)
+    return user
+
+
+def session_read(server_url: str, user, url: str) -> tuple[httpx.Response, int]:
+    """A logged-in session's catch-up read of ``url``, and the status of its write."""
+    with httpx.Client(timeout=20) as browser:
+        if user.is_staff:
+            login(browser, server_url, user.username, "pw")
+        else:
+            # The admin's login form turns non-staff users away: log in directly.
+            from django.test import Client
+
+            session = Client()
+            session.force_login(user)
+            browser.cookies.set("sessionid", session.cookies["sessionid"].value)
+        assert "sessionid" in browser.cookies
+        response = browser.get(url, params={"offset": "-1"})
+        response.read()
+        write = browser.post(url, headers=TEXT, content=b"x").status_code
+    return response, write
+
+
+@pytest.mark.parametrize(
+    ("flags", "status"),
+    [
+        ({"staff": True, "grant": True}, 200),  # an ordinary staff user granted view_stream
+        ({"staff": True, "superuser": True}, 200),  # superusers hold every permission
+        ({"staff": True}, 401),  # staff without view_stream
+        ({"staff": False, "grant": True}, 401),  # view_stream without staff
+    ],
+    ids=["staff-with-view_stream", "superuser", "staff-without-view", "grant-without-staff"],
+)
+def test_staff_sessions_with_view_stream_read_any_stream_other_sessions_do_not(
+    http, base, django_user_model, flags, status
 ):
     url = make_stream(http, base)
     server_url = base.removesuffix("/v1/stream/")
-    user = django_user_model.objects.create_user("ops", password="pw", is_staff=True)
-    if staff:
-        user.is_superuser = True
-        user.save()
-    with httpx.Client(timeout=20) as browser:
-        login(browser, server_url, "ops", "pw")
-        assert "sessionid" in browser.cookies
-        response = browser.get(url, params={"offset": "-1"})
-        assert response.status_code == status
-        if staff:
-            assert response.content == b"head " + SECRET
-            assert response.headers["Cache-Control"].startswith("private")
-            # Reading is all a session grants: writes still follow the policy.
-            assert browser.post(url, headers=TEXT, content=b"x").status_code == 401
-        else:
-            assert SECRET not in response.content
+    user = make_user(django_user_model, **flags)
+    response, write = session_read(server_url, user, url)
+    assert response.status_code == status
+    # Reading is all a session grants: writes still follow the policy.
+    assert write == 401
+    if status == 200:
+        assert response.content == b"head " + SECRET
+        assert response.headers["Cache-Control"].startswith("private")
+    else:
+        assert SECRET not in response.content
+
+
+@pytest.mark.parametrize("app", sorted(APPS))
+def test_with_admin_reads_off_staff_sessions_get_no_read_access(
+    http, server_factory, django_user_model, app
+):
+    server = server_factory(
+        APPS[app], DS_TEST_POLICY="tests.policies.TokenPolicy", DS_TEST_ADMIN_READS="0"
+    )
+    try:
+        url = make_stream(http, server.url + "/v1/stream/")
+        user = make_user(django_user_model, staff=True, superuser=True)
+        response, write = session_read(server.url, user, url)
+    finally:
+        server.stop()
+    assert (response.status_code, write) == (401, 401)
+    assert SECRET not in response.content
