@@ -396,14 +396,115 @@ def viewer(client, django_user_model):
     return client
 
 
-def test_viewers_see_streams_but_no_action(viewer):
+# The controls of each permission: the page that shows it, and what marks it there.
+BUTTONS = {
+    "create": ("list", "Create stream"),
+    "fork": ("page", 'value="Fork"'),
+    "close": ("page", 'id="ds-close"'),
+    "snapshot": ("rooms", 'value="Snapshot"'),
+    "delete": ("page", 'id="ds-delete"'),
+}
+SHOWN_BY = {"add": {"create", "fork"}, "change": {"close", "snapshot"}, "delete": {"delete"}}
+
+
+def staff_client(django_user_model, *codenames: str):
+    from django.test import Client
+
+    user = django_user_model.objects.create_user(name("staff"), password="pw", is_staff=True)
+    for codename in codenames:
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label="durable_streams", codename=codename)
+        )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def shown_buttons(client, path: str) -> set[str]:
+    from tests.stateapp.models import ROOMS_STREAM
+
+    pages = {"list": LIST, "page": page_of(path), "rooms": page_of(ROOMS_STREAM)}
+    bodies = {}
+    for where, url in pages.items():
+        response = client.get(url)
+        assert response.status_code == 200, (where, response.status_code)
+        bodies[where] = text(response)
+    assert "visible" in bodies["page"]
+    return {button for button, (where, mark) in BUTTONS.items() if mark in bodies[where]}
+
+
+@pytest.mark.parametrize("permission", [None, "add", "change", "delete"])
+def test_each_permission_shows_exactly_its_own_controls(django_user_model, permission):
+    from tests.stateapp.models import Room
+
+    Room.objects.create(name="lobby")  # the rooms stream: a registered model stream
     path = name()
     api.create_stream(path, content_type="text/plain", data="visible")
-    assert "Create stream" not in text(viewer.get(LIST))
-    body = text(viewer.get(page_of(path)))
-    assert "visible" in body
-    for button in ("ds-close", "ds-delete", "Fork", "Snapshot"):
-        assert f'value="{button}"' not in body and f'id="{button}"' not in body
+    codenames = ["view_stream"] + ([f"{permission}_stream"] if permission else [])
+    shown = shown_buttons(staff_client(django_user_model, *codenames), path)
+    assert shown == SHOWN_BY.get(permission, set())
+    # Every control shows for a superuser: each check above can fail.
+    assert shown_buttons(admin_client_for(django_user_model), path) == set(BUTTONS)
+
+
+def admin_client_for(django_user_model):
+    from django.test import Client
+
+    user = django_user_model.objects.create_superuser(name("root"), password="pw")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_staff_without_view_permission_sees_no_stream(django_user_model):
+    path = name()
+    api.create_stream(path, content_type="text/plain", data="hidden")
+    pk = Stream.objects.get(path=path).pk
+    client = staff_client(django_user_model)
+    assert client.get(LIST).status_code == 403
+    assert client.get(page_of(path)).status_code == 403
+    assert client.post(reverse("admin:durable_streams_stream_close", args=[pk])).status_code == 403
+    assert not api.head(path).closed
+
+
+@pytest.mark.parametrize("permission", ["add", "change", "delete"])
+def test_each_permission_allows_exactly_its_own_actions(django_user_model, permission):
+    from tests.stateapp.models import ROOMS_STREAM, Room
+
+    Room.objects.create(name="lobby")
+    client = staff_client(django_user_model, "view_stream", f"{permission}_stream")
+    allowed = {
+        "add": {"create", "fork"},
+        "change": {"close", "snapshot", "snapshot_all"},
+        "delete": {"remove"},
+    }[permission]
+    path = name()
+    api.create_stream(path, content_type="text/plain", data="x")
+    pk = Stream.objects.get(path=path).pk
+    rooms_pk = Stream.objects.get(path=ROOMS_STREAM).pk
+    created, forked = name(), name()
+    posts = {
+        "create": ([], {"path": created, "content_type": "text/plain"}),
+        "fork": ([pk], {"path": forked}),
+        "snapshot": ([rooms_pk], {}),
+        "snapshot_all": ([], {}),
+        "close": ([pk], {}),
+        "remove": ([pk], {}),  # last: the stream is gone after it
+    }
+    rooms_before = len(api.read_json(ROOMS_STREAM)[0])
+    for action, (args, data) in posts.items():
+        url = reverse(f"admin:durable_streams_stream_{action}", args=args)
+        response = client.post(url, data)
+        assert response.status_code == (302 if action in allowed else 403), action
+    # Each allowed action did its work; each refused one changed nothing.
+    assert Stream.objects.filter(path=created).exists() == ("create" in allowed)
+    assert Stream.objects.filter(path=forked).exists() == ("fork" in allowed)
+    snapshots = len(api.read_json(ROOMS_STREAM)[0]) - rooms_before
+    assert snapshots == (6 if permission == "change" else 0)  # 2 x start, row, end
+    if permission == "delete":
+        assert not Stream.objects.filter(path=path, deleted_at__isnull=True).exists()
+    else:
+        assert api.head(path).closed == (permission == "change")
 
 
 def test_actions_without_their_permission_are_refused_and_change_nothing(viewer):

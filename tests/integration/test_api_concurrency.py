@@ -78,24 +78,36 @@ def test_concurrent_producers_in_threads_append_each_seq_exactly_once():
 def test_concurrent_close_and_appends_never_write_after_the_close():
     path = unique()
     api.create_stream(path, content_type="text/plain")
+    appenders = 4
+    # The close waits until every appender has written, so it lands mid-stream.
+    started = threading.Barrier(appenders + 1, timeout=30)
     closed_at: list[int] = []
+    written = [0] * (appenders + 1)
     late: list[int] = []
 
     def actor(index: int) -> None:
         if index == 0:
+            started.wait()
             closed_at.append(api.close(path).next_position)
             return
-        for _ in range(20):
+        for attempt in range(2_000):  # until the close refuses one
             try:
                 api.append(path, "x")
-            except Conflict:
+            except Conflict as exc:
+                assert exc.headers["Stream-Closed"] == "true"
                 late.append(index)
                 return
+            written[index] += 1
+            if attempt == 0:
+                started.wait()
 
-    run_threads(5, actor)
+    run_threads(appenders + 1, actor)
     meta = api.head(path)
     assert meta.closed
-    assert meta.tail == closed_at[0] == len(read_bytes(path))
+    # Every appender was refused once the stream closed, and kept nothing of it.
+    assert sorted(late) == list(range(1, appenders + 1))
+    assert all(written[1:])
+    assert meta.tail == closed_at[0] == sum(written) == len(read_bytes(path))
 
 
 @pytest.fixture

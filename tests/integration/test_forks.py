@@ -6,12 +6,12 @@ import uuid
 
 import pytest
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from durable_streams import api, offsets, storage
 from durable_streams.exceptions import BadRequest, Conflict, Gone, NotFound
 from durable_streams.models import ProducerState, Segment, Stream
 from durable_streams.producers import Producer
+from durable_streams.storage import StreamMeta
 
 pytestmark = pytest.mark.django_db
 
@@ -135,7 +135,8 @@ def test_twenty_five_level_fork_chain_reads_every_level_correctly():
     assert read_all(paths[-1], max_bytes=2) == "".join(f"L{i};" for i in range(26)).encode()
 
 
-def _queries_to_read_fork_tail(source_appends: int) -> tuple[int, bytes]:
+def _fork_of_bulk_loaded_source(source_appends: int) -> StreamMeta:
+    """A fork (with 8 bytes of its own) of a source of ``source_appends`` 100-byte appends."""
     src = name()
     api.create_stream(src, content_type="application/octet-stream")
     with connection.cursor() as cursor:
@@ -153,17 +154,50 @@ def _queries_to_read_fork_tail(source_appends: int) -> tuple[int, bytes]:
         )
     f = fork(name("f"), src)
     api.append(f.path, b"own data")
-    storage.read(f.path, f.tail)  # warm the chain cache
-    with CaptureQueriesContext(connection) as ctx:
-        result = storage.read(f.path, f.tail)
-    return len(ctx.captured_queries), result.body
+    return f
+
+
+def _cost_of_read(path: str, position: int, max_bytes: int | None) -> tuple[int, int, bytes]:
+    """(queries, rows they returned, body) of one read of ``path`` from ``position``."""
+    storage.read(path, position, max_bytes=max_bytes)  # warm the chain cache
+    queries, rows = 0, 0
+
+    def count(execute, sql, params, many, context):
+        nonlocal queries, rows
+        result = execute(sql, params, many, context)
+        queries += 1
+        rows += max(context["cursor"].rowcount, 0)
+        return result
+
+    with connection.execute_wrapper(count):
+        result = storage.read(path, position, max_bytes=max_bytes)
+    return queries, rows, result.body
+
+
+def _fork_read_costs(source_appends: int) -> dict[str, tuple[int, int, bytes]]:
+    f = _fork_of_bulk_loaded_source(source_appends)
+    inherited = source_appends * 100
+    return {
+        "first inherited bytes": _cost_of_read(f.path, 0, 250),
+        "middle of the inherited data": _cost_of_read(f.path, inherited // 2 + 30, 250),
+        "across the fork point": _cost_of_read(f.path, inherited - 50, None),
+        "the fork's own data": _cost_of_read(f.path, inherited, None),
+    }
 
 
 def test_reading_a_fork_costs_the_same_whatever_the_size_of_inherited_data():
-    small_queries, small_body = _queries_to_read_fork_tail(10)
-    large_queries, large_body = _queries_to_read_fork_tail(20_000)
-    assert small_body == large_body == b"own data"
-    assert small_queries == large_queries
+    small = _fork_read_costs(10)
+    large = _fork_read_costs(20_000)
+    expected = {
+        "first inherited bytes": b"\xab" * 250,
+        "middle of the inherited data": b"\xab" * 250,
+        "across the fork point": b"\xab" * 50 + b"own data",
+        "the fork's own data": b"own data",
+    }
+    for read, body in expected.items():
+        assert small[read][2] == large[read][2] == body, read
+        # As many queries, returning as many rows, over 1 kB or 2 MB of inherited data.
+        assert small[read][:2] == large[read][:2], (read, small[read][:2], large[read][:2])
 
 
 def test_forking_a_large_stream_stores_no_bytes():
