@@ -142,6 +142,14 @@ def small_limit_server(server_factory) -> Iterator[support.ServerProcess]:
 
 
 @pytest.fixture
+def clean_state() -> None:
+    """No rows of the state test app and none of its streams (see its support module)."""
+    from .stateapp.support import clear_state
+
+    clear_state()
+
+
+@pytest.fixture
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=20) as client:
         yield client

@@ -19,7 +19,7 @@ from tests.stateapp.support import (
     stream_events,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clean_state")]
 
 
 def _room_stream(room: Room) -> str:

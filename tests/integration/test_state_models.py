@@ -31,7 +31,7 @@ from tests.stateapp.support import (
     stream_events,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clean_state")]
 
 
 def test_create_appends_an_insert_whose_value_is_the_row_as_json():

@@ -20,7 +20,7 @@ from tests.stateapp.support import (
     room_stream,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clean_state")]
 
 
 def _room_stream(room: Room) -> str:

@@ -24,7 +24,7 @@ from tests.stateapp.support import (
     stream_events,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_state")]
 
 WAIT = 20.0  # seconds any step of a concurrent test may take at most
 

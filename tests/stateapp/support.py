@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+from django.db import models
+
 from durable_streams import api, state
 from durable_streams.exceptions import NotFound
 
 from .models import ROOMS_STREAM, Flag, Member, Message, Room, room_stream
+
+
+def clear_state() -> None:
+    """Start from no rows of this app's models and none of their streams.
+
+    The test app's models stream to fixed paths (``chat/rooms``, ``flags``,
+    ``chat/room-<id>``), so a state test begins by emptying them, whatever ran
+    before it: its assertions then cover its own rows only, in any test order.
+    (In a ``django_db`` test this is rolled back with the test.)
+    """
+    from django.apps import apps
+    from django.db import connection
+
+    from durable_streams.models import Stream
+
+    tables = [model._meta.db_table for model in apps.get_app_config("stateapp").get_models()]
+    with connection.cursor() as cursor:
+        # TRUNCATE fires no model signals: nothing streams the removal.
+        cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+    paths = Stream.objects.filter(deleted_at__isnull=True).filter(
+        models.Q(path__in=[ROOMS_STREAM, "flags"]) | models.Q(path__startswith="chat/room-")
+    )
+    for path in paths.values_list("path", flat=True):
+        api.delete(path)
 
 
 def stream_events(path: str) -> list[dict]:
@@ -67,6 +93,7 @@ def materialized(path: str) -> state.MaterializedState:
 __all__ = [
     "ROOMS_STREAM",
     "changes",
+    "clear_state",
     "expected_flags",
     "expected_room_stream",
     "expected_rooms",
