@@ -401,3 +401,79 @@ def test_clients_dropping_sse_and_long_poll_connections_do_not_break_the_server(
     assert any_server.alive()
     new_log = any_server.log_tail(chars=10**9)[log_start:]
     assert "Traceback" not in new_log, new_log[-3000:]
+
+
+# --- live reads and the TTL; many readers of one stream ---------------------------------------
+
+
+def last_access_age(database_url: str, path: str, backdate: float | None = None) -> float:
+    """Seconds since the stream was last accessed; first backdates that by
+    ``backdate`` seconds if given (committed, so the server sees it)."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if backdate is not None:
+            conn.execute(
+                "UPDATE durable_streams_stream"
+                " SET last_access_at = now() - make_interval(secs => %s)"
+                " WHERE path = %s AND deleted_at IS NULL",
+                [backdate, path],
+            )
+        row = conn.execute(
+            "SELECT extract(epoch FROM now() - last_access_at) FROM durable_streams_stream"
+            " WHERE path = %s AND deleted_at IS NULL",
+            [path],
+        ).fetchone()
+    return float(row[0])
+
+
+def test_live_reads_slide_the_ttl(http, server, test_database_url):
+    path = unique()
+    url = f"{server}/v1/stream/{path}"
+    tail = http.put(url, headers={**TEXT, "Stream-TTL": "60"}, content=b"abc").headers[
+        "Stream-Next-Offset"
+    ]
+    assert last_access_age(test_database_url, path, backdate=50) >= 50
+    assert http.head(url).status_code == 200  # HEAD does not slide it
+    assert last_access_age(test_database_url, path) >= 50
+    # A long-poll that finds nothing and times out still counts as a read.
+    response, _ = long_poll(url, tail)
+    assert response.status_code == 204
+    assert last_access_age(test_database_url, path) < 40
+    assert last_access_age(test_database_url, path, backdate=50) >= 50
+    events, _, _ = sse_events(url, tail, until=lambda events: bool(controls(events)))
+    assert controls(events)[0]["streamNextOffset"] == tail
+    assert last_access_age(test_database_url, path) < 40
+
+
+def test_many_sse_readers_of_one_stream_receive_every_rapid_append_in_order(
+    http, patient_server, patient_url
+):
+    """Readers woken together share one read: none may miss a commit that
+    lands while that read is in flight. Nothing is appended after the last
+    record, so a reader that missed it would wait for the server's 120 s
+    timer and fail here after 60 s."""
+    readers, appends = 16, 150
+    expected = "".join(f"<{i}>" for i in range(appends))
+    http.put(patient_url, headers=TEXT)
+    await_waiting_readers(patient_server.url, 0)
+
+    def complete(events) -> bool:
+        return "".join(data_events(events)) == expected
+
+    with ThreadPoolExecutor(readers) as pool:
+        futures = [
+            pool.submit(sse_events, patient_url, "-1", until=complete, limit=60)
+            for _ in range(readers)
+        ]
+        await_waiting_readers(patient_server.url, readers)
+        with httpx.Client(timeout=30) as writer:
+            for i in range(appends):
+                response = writer.post(patient_url, headers=TEXT, content=f"<{i}>".encode())
+                assert response.status_code == 204
+        results = [future.result(timeout=180) for future in futures]
+    for events, response, _ in results:
+        assert response.status_code == 200
+        assert "".join(data_events(events)) == expected
+        offsets_seen = [c["streamNextOffset"] for c in controls(events)]
+        assert offsets_seen == sorted(offsets_seen)
