@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -122,9 +123,20 @@ def _look_and_follow(page, stream: str, server: str, http) -> None:
         "headers": {"operation": "insert"},
     }
     assert http.post(url, json=joined).status_code == 204
-    events = page.locator("#ds-live-events li")
+    # Rendered like the content view: one table row per event, with its offset.
+    events = page.locator("#ds-live-events tbody tr")
     expect(events).to_have_count(1, timeout=15_000)
-    expect(events.nth(0)).to_contain_text('"key": "grace"')
+    cells = events.nth(0).locator("td")
+    expect(cells).to_have_text(
+        [
+            "0000000000000000_0000000000000004",
+            "member",
+            "grace",
+            "insert",
+            re.compile(r'^\{\s*"name": "Grace"\s*\}$'),
+            "",
+        ]
+    )
     expect(page.locator("#ds-tail-offset")).to_have_text("0000000000000000_0000000000000005")
     expect(page.locator("#ds-size")).to_have_text("5")
     shot(page, "admin-stream-live-tail.png")
@@ -135,7 +147,9 @@ def _look_and_follow(page, stream: str, server: str, http) -> None:
     left = {"type": "member", "key": "alan", "headers": {"operation": "delete"}}
     assert http.post(url, json=left).status_code == 204
     expect(events).to_have_count(2, timeout=15_000)
-    expect(events.nth(1)).to_contain_text('"operation": "delete"')
+    expect(events.nth(1).locator("td")).to_have_text(
+        ["0000000000000000_0000000000000005", "member", "alan", "delete", "", ""]
+    )
     page.wait_for_timeout(500)
     expect(events).to_have_count(2)
     assert page.evaluate("window.__notReloaded") is True
