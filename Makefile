@@ -18,7 +18,7 @@ CONFORMANCE := tests/conformance
 # The official @durable-streams/state client, run by tests/acceptance/test_state_client.py.
 STATE_JS := tests/js
 
-.PHONY: install run test pytest pytest-django6 conformance lint clean bench state-client chromium docs
+.PHONY: install run test pytest pytest-django6 conformance lint clean bench state-client chromium docs package-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,7 +48,7 @@ state-client: $(STATE_JS)/node_modules/.installed
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
-test: state-client docs pytest pytest-django6 conformance
+test: state-client docs pytest pytest-django6 conformance package-check
 
 # The system Postgres on 127.0.0.1:5432 when it answers, else an embedded one.
 pytest: install state-client chromium
@@ -82,6 +82,13 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 
 bench: install $(VENV)/.bench-installed $(BENCH_REF)/node_modules/.installed
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The wheel and sdist as released: built, twine-checked, and the wheel installed
+# into a fresh virtualenv beside a django-admin startproject site set up as
+# docs/installation.md says, served by daphne and uvicorn (tests/packaging/).
+package-check: install
+	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)) \
+		$(PY) -m pytest -p no:cacheprovider -m packaging tests/packaging
 
 # The documentation site from docs/ (MkDocs); any warning fails the build.
 docs: install
