@@ -17,8 +17,11 @@ TEST_DB ?= ds_$(shell printf '%s' '$(CURDIR)' | cksum | cut -d' ' -f1)
 CONFORMANCE := tests/conformance
 # The official @durable-streams/state client, run by tests/acceptance/test_state_client.py.
 STATE_JS := tests/js
+# The sessions page's browser bundle (StreamDB + TanStack DB), built by esbuild from npm.
+SESSIONS_UI := example_project/sessions/frontend
+SESSIONS_BUNDLE := example_project/sessions/static/sessions/session.js
 
-.PHONY: install run test pytest pytest-django6 conformance lint clean bench state-client chromium docs package-check
+.PHONY: install run test pytest pytest-django6 conformance lint clean bench state-client chromium sessions-ui docs package-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-run: install
+run: install sessions-ui
 	$(PY) manage.py migrate --noinput
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) example_project.asgi:application
 
@@ -40,6 +43,15 @@ $(STATE_JS)/node_modules/.installed: $(STATE_JS)/package.json $(STATE_JS)/packag
 	cd $(STATE_JS) && npm ci --no-audit --no-fund
 	touch $@
 
+$(SESSIONS_UI)/node_modules/.installed: $(SESSIONS_UI)/package.json $(SESSIONS_UI)/package-lock.json
+	cd $(SESSIONS_UI) && npm ci --no-audit --no-fund
+	touch $@
+
+$(SESSIONS_BUNDLE): $(SESSIONS_UI)/node_modules/.installed $(wildcard $(SESSIONS_UI)/src/*.js)
+	cd $(SESSIONS_UI) && npm run build
+
+sessions-ui: $(SESSIONS_BUNDLE)
+
 # Installs the State Protocol client; both pytest runs drive it against daphne.
 state-client: $(STATE_JS)/node_modules/.installed
 
@@ -48,10 +60,10 @@ state-client: $(STATE_JS)/node_modules/.installed
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
-test: state-client docs pytest pytest-django6 conformance package-check
+test: state-client sessions-ui docs pytest pytest-django6 conformance package-check
 
 # The system Postgres on 127.0.0.1:5432 when it answers, else an embedded one.
-pytest: install state-client chromium
+pytest: install state-client sessions-ui chromium
 	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)) $(PY) -m pytest
 
 $(VENV_DJ6)/.installed: pyproject.toml
@@ -61,7 +73,7 @@ $(VENV_DJ6)/.installed: pyproject.toml
 	$(VENV_DJ6)/bin/python -m pip install -q -e ".[example,test]" "django>=6.0,<6.1"
 	touch $@
 
-pytest-django6: $(VENV_DJ6)/.installed state-client chromium
+pytest-django6: $(VENV_DJ6)/.installed state-client sessions-ui chromium
 	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)_dj6) \
 		$(VENV_DJ6)/bin/python -m pytest -p no:cacheprovider
 
@@ -99,4 +111,4 @@ lint: install
 	$(VENV)/bin/ruff format --check durable_streams tests
 
 clean:
-	rm -rf site $(VENV) $(VENV_DJ6) $(CONFORMANCE)/node_modules $(BENCH_REF)/node_modules $(STATE_JS)/node_modules
+	rm -rf site $(VENV) $(VENV_DJ6) $(CONFORMANCE)/node_modules $(BENCH_REF)/node_modules $(STATE_JS)/node_modules $(SESSIONS_UI)/node_modules $(SESSIONS_BUNDLE)

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "durable_streams",
+    "example_project.sessions",
 ]
 
 MIDDLEWARE = [
@@ -41,6 +42,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Stamps each request's X-Txid on the State Protocol events it causes.
+    "durable_streams.state.TxidMiddleware",
 ]
 
 ROOT_URLCONF = "example_project.urls"
@@ -81,13 +84,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
+LOGIN_URL = "sessions:login"
+LOGIN_REDIRECT_URL = "sessions:list"
 WHITENOISE_USE_FINDERS = True
 
 DURABLE_STREAMS = {
     "LONG_POLL_TIMEOUT": float(os.environ.get("LONG_POLL_TIMEOUT", "30")),
-    # Demo only: anyone may create, write, read and delete any stream. A real
-    # project names its own policy or DRF_RULES (see README, "Access control").
-    "POLICY": "durable_streams.permissions.AllowAll",
+    # Session streams (sessions/<uuid>) are read by their members only; every
+    # other stream is a demo: anyone may create, write, read and delete it. A
+    # real project names its own policy or DRF_RULES (README, "Access control").
+    "POLICY": "example_project.sessions.policy.SessionsPolicy",
 }
 
 LOGGING = {

@@ -5,4 +5,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/stream/", include("durable_streams.urls")),
     path("api/durable-streams/", include("durable_streams.rest_urls")),
+    path("sessions/", include("example_project.sessions.urls")),
 ]

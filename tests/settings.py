@@ -42,5 +42,9 @@ if os.environ.get("DS_TEST_SHIPPED_CHUNK_SIZE") == "1":
 # Model change streams (durable_streams.state): a test app whose models stream
 # their changes, its views, and the txid middleware.
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.stateapp"]  # noqa: F405
-MIDDLEWARE = [*MIDDLEWARE, "durable_streams.state.TxidMiddleware"]  # noqa: F405
+if "durable_streams.state.TxidMiddleware" not in MIDDLEWARE:  # noqa: F405
+    MIDDLEWARE = [*MIDDLEWARE, "durable_streams.state.TxidMiddleware"]  # noqa: F405
 ROOT_URLCONF = "tests.stateapp.urls"
+
+# Tests create and sign in many users: a fast hasher (never in production).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
