@@ -62,13 +62,17 @@ class AgentSpec:
 # --- scribe: offline, deterministic --------------------------------------------------
 
 _WORDS = re.compile(r"\S+\s*")
+_PUNCTUATION = ".,;:!?\"'()"
 
 
 def scribe_text(prompt: str) -> str:
     """Scribe's whole reply to ``prompt``: deterministic, with numbered clauses
     so that a lost or repeated token shows."""
     words = prompt.split() or ["(nothing)"]
-    clauses = [f"({n}) {word.lower()}" for n, word in enumerate(words[:60], start=1)]
+    clauses = [
+        f"({n}) {word.lower().strip(_PUNCTUATION) or word}"
+        for n, word in enumerate(words[:60], start=1)
+    ]
     return (
         f"Scribe here. Minutes of {len(words)} words: " + "; ".join(clauses) + ". End of minutes."
     )
