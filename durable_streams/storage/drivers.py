@@ -90,7 +90,7 @@ async def _open_pool():
     pool = AsyncConnectionPool(
         kwargs={**connection_params(), "autocommit": True},
         min_size=1,
-        max_size=int(ds_settings.DB_POOL_SIZE),
+        max_size=ds_settings.DB_POOL_SIZE,
         open=False,
         name="durable-streams",
     )

@@ -35,7 +35,7 @@ class GroupCommitter:
         """Queue ``request``; return its result or raise its protocol error."""
         future = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
-        if self._inflight < int(ds_settings.GROUP_COMMIT_INFLIGHT):
+        if self._inflight < ds_settings.GROUP_COMMIT_INFLIGHT:
             self._inflight += 1
             asyncio.get_running_loop().create_task(self._drain())
         outcome = await asyncio.shield(future)
@@ -44,7 +44,7 @@ class GroupCommitter:
         return outcome
 
     async def _drain(self) -> None:
-        limit = int(ds_settings.GROUP_COMMIT_MAX_BATCH)
+        limit = ds_settings.GROUP_COMMIT_MAX_BATCH
         try:
             while self._queue:
                 batch, self._queue = self._queue[:limit], self._queue[limit:]

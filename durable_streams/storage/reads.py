@@ -52,12 +52,12 @@ def read(path: str, position: int | None, *, max_bytes: int | None = None) -> Re
     Raises 404/410 for missing, expired or deleted streams and 400 for a
     position past the tail. Reading resets a sliding TTL.
     """
-    return run_sync(read_op(path, position, max_bytes or int(ds_settings.MAX_CHUNK_SIZE)))
+    return run_sync(read_op(path, position, max_bytes or ds_settings.MAX_CHUNK_SIZE))
 
 
 def peek(path: str, position: int | None, *, max_bytes: int | None = None) -> ReadResult:
     """:func:`read` for inspection (admin, commands): it never slides a TTL."""
-    budget = max_bytes or int(ds_settings.MAX_CHUNK_SIZE)
+    budget = max_bytes or ds_settings.MAX_CHUNK_SIZE
     return run_sync(read_op(path, position, budget, touch=False))
 
 
@@ -82,7 +82,7 @@ async def aread(
     one query serves them all. A read started before the caller's wake could
     miss the commit that woke it, so it is never shared.
     """
-    budget = max_bytes or int(ds_settings.MAX_CHUNK_SIZE)
+    budget = max_bytes or ds_settings.MAX_CHUNK_SIZE
     if shared_since is None:
         return await run_async(read_op(path, position, budget))
     loop = asyncio.get_running_loop()
