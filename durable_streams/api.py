@@ -5,7 +5,9 @@ readers (in this process and every other), because appends notify through
 Postgres. Sync functions run on the caller's database connection and join its
 transaction: an append inside ``transaction.atomic()`` becomes visible, and
 wakes readers, only when that transaction commits. Each ``a``-prefixed
-coroutine is the async twin of the function without the prefix.
+coroutine is the async twin of the function without the prefix; twins run on
+the event loop's connection pool, as the HTTP views do (appends share the
+views' group commit), each in a transaction of its own.
 
 ``data`` may be bytes, str (encoded as UTF-8), or, for ``application/json``
 streams, any JSON-serialisable value; a list is flattened one level into
@@ -19,9 +21,8 @@ import json
 from typing import Any
 
 from . import content, offsets, storage
-from .executor import run
 from .producers import Producer
-from .storage import AppendResult, ReadResult, StreamMeta
+from .storage import AppendRequest, AppendResult, ReadResult, StreamMeta, groupcommit
 
 __all__ = [
     "AppendResult",
@@ -143,25 +144,69 @@ def delete(path: str) -> None:
     storage.delete_stream(path)
 
 
-async def acreate_stream(path: str, **kwargs: Any) -> StreamMeta:
-    return await run(create_stream, path, **kwargs)
+async def acreate_stream(
+    path: str,
+    *,
+    content_type: str = content.DEFAULT_CONTENT_TYPE,
+    ttl_seconds: int | None = None,
+    expires_at: dt.datetime | None = None,
+    closed: bool = False,
+    data: Any = None,
+) -> StreamMeta:
+    """:func:`create_stream` on the event loop."""
+    payload = _payload(content_type, data, allow_empty=True)
+    _, meta = await storage.acreate_stream(
+        path,
+        content_type=content_type,
+        ttl_seconds=ttl_seconds,
+        expires_at=expires_at,
+        closed=closed,
+        payload=payload,
+    )
+    return meta
 
 
-async def aappend(path: str, data: Any, **kwargs: Any) -> AppendResult:
-    return await run(append, path, data, **kwargs)
+async def aappend(
+    path: str,
+    data: Any,
+    *,
+    content_type: str | None = None,
+    close: bool = False,
+    stream_seq: str | None = None,
+    producer: Producer | None = None,
+) -> AppendResult:
+    """:func:`append` on the event loop, through the views' group commit."""
+    if content_type is None:
+        content_type = (await storage.arequire_stream(path)).content_type
+    payload = _payload(content_type, data, allow_empty=False)
+    request = AppendRequest(
+        path,
+        content_type=content_type,
+        payload=payload,
+        close=close,
+        stream_seq=stream_seq,
+        producer=producer,
+    )
+    return await groupcommit.append(request)
 
 
-async def aclose(path: str, **kwargs: Any) -> AppendResult:
-    return await run(close, path, **kwargs)
+async def aclose(path: str, *, data: Any = None, producer: Producer | None = None) -> AppendResult:
+    """:func:`close` on the event loop."""
+    return await aappend(path, data, close=True, producer=producer)
 
 
-async def aread(path: str, offset: str = offsets.BEGINNING, **kwargs: Any) -> ReadResult:
-    return await run(read, path, offset, **kwargs)
+async def aread(
+    path: str, offset: str = offsets.BEGINNING, *, max_bytes: int | None = None
+) -> ReadResult:
+    """:func:`read` on the event loop."""
+    return await storage.aread(path, offsets.parse(offset), max_bytes=max_bytes)
 
 
 async def ahead(path: str) -> StreamMeta:
-    return await run(head, path)
+    """:func:`head` on the event loop."""
+    return await storage.arequire_stream(path)
 
 
 async def adelete(path: str) -> None:
-    await run(delete, path)
+    """:func:`delete` on the event loop."""
+    await storage.adelete_stream(path)

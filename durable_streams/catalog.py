@@ -11,26 +11,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import (
-    Case,
-    Count,
-    DateTimeField,
-    DurationField,
-    ExpressionWrapper,
-    F,
-    OuterRef,
-    Q,
-    QuerySet,
-    Subquery,
-    Value,
-    When,
-)
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from . import content, offsets
 from .models import ProducerState, Stream
+from .storage import deadline
 
 KINDS = (("json", "JSON"), ("text", "Text"), ("binary", "Binary"))
 STATES = (("open", "Open"), ("closed", "Closed"), ("deleted", "Deleted"), ("expired", "Expired"))
@@ -38,16 +26,8 @@ STATES = (("open", "Open"), ("closed", "Closed"), ("deleted", "Deleted"), ("expi
 _JSON = Q(content_type__iexact=content.JSON) | Q(content_type__istartswith=content.JSON + ";")
 _TEXT = Q(content_type__istartswith="text/")
 
-
-def deadline_expression() -> ExpressionWrapper:
-    """When a stream expires: ``last_access_at + ttl`` (sliding) or ``expires_at``."""
-    ttl = ExpressionWrapper(
-        F("ttl_seconds") * Value(dt.timedelta(seconds=1)), output_field=DurationField()
-    )
-    return ExpressionWrapper(
-        Case(When(ttl_seconds__isnull=False, then=F("last_access_at") + ttl), default="expires_at"),
-        output_field=DateTimeField(),
-    )
+# The deadline annotation state_q needs (the rule lives in storage.deadline).
+deadline_expression = deadline.expression
 
 
 def streams() -> QuerySet[Stream]:
@@ -61,7 +41,9 @@ def streams() -> QuerySet[Stream]:
     )
     return (
         Stream.objects.select_related("forked_from")
-        .annotate(deadline=deadline_expression(), fork_count=Coalesce(Subquery(forks), 0))
+        .annotate(
+            **{deadline.ANNOTATION: deadline.expression()}, fork_count=Coalesce(Subquery(forks), 0)
+        )
         .order_by("path")
     )
 
@@ -79,8 +61,8 @@ def kind_q(kind: str) -> Q:
 def state_q(state: str, now: dt.datetime | None = None) -> Q:
     """Filter for a state; needs the ``deadline`` annotation of :func:`streams`."""
     now = now or timezone.now()
-    expired = Q(deadline__lte=now)
-    live = Q(deleted_at__isnull=True) & (Q(deadline__isnull=True) | Q(deadline__gt=now))
+    expired = deadline.expired_q(now)
+    live = Q(deleted_at__isnull=True) & deadline.unexpired_q(now)
     if state == "open":
         return live & Q(closed=False)
     if state == "closed":
@@ -103,8 +85,7 @@ def kind_of(stream: Stream) -> str:
 def state_of(stream: Stream, now: dt.datetime | None = None) -> str:
     if stream.deleted_at is not None:
         return "deleted"
-    deadline = getattr(stream, "deadline", None)
-    if deadline is not None and deadline <= (now or timezone.now()):
+    if deadline.is_past(getattr(stream, deadline.ANNOTATION, None), now or timezone.now()):
         return "expired"
     return "closed" if stream.closed else "open"
 
@@ -142,7 +123,7 @@ def describe(stream: Stream) -> dict[str, Any]:
         "size_bytes": size_bytes(stream),
         "message_count": message_count(stream),
         "ttl_seconds": stream.ttl_seconds,
-        "expires_at": getattr(stream, "deadline", None),
+        "expires_at": getattr(stream, deadline.ANNOTATION, None),
         "created_at": stream.created_at,
         "last_access_at": stream.last_access_at,
         "deleted_at": stream.deleted_at,

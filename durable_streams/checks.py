@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.db import connections, router
 
-from .conf import ds_settings
+from .conf import KEYS, ds_settings
 
 
 @register(Tags.database, Tags.compatibility)
@@ -47,26 +47,30 @@ def check_asgi(app_configs=None, **kwargs) -> list:
 
 @register()
 def check_settings(app_configs=None, **kwargs) -> list:
+    """W001: an unknown key; E004: a number that is not positive; E005: any
+    other value of the wrong type (every key of ``DURABLE_STREAMS`` is checked)."""
+    if not ds_settings.is_mapping():
+        return [
+            Error(
+                "DURABLE_STREAMS must be a dict.",
+                hint="See the settings reference in the README; every key is optional.",
+                id="durable_streams.E005",
+            )
+        ]
     problems = []
     for key in ds_settings.unknown_keys():
         problems.append(
-            Warning(f"Unknown DURABLE_STREAMS setting {key!r}.", id="durable_streams.W001")
-        )
-    for key in (
-        "LONG_POLL_TIMEOUT",
-        "SSE_MAX_DURATION",
-        "MAX_CHUNK_SIZE",
-        "MAX_APPEND_SIZE",
-        "DB_THREADS",
-    ):
-        value = getattr(ds_settings, key)
-        if not isinstance(value, (int, float)) or value <= 0:
-            problems.append(
-                Error(
-                    f"DURABLE_STREAMS[{key!r}] must be a positive number, not {value!r}.",
-                    id="durable_streams.E004",
-                )
+            Warning(
+                f"Unknown DURABLE_STREAMS setting {key!r}.",
+                hint="Known keys: " + ", ".join(KEYS) + ".",
+                id="durable_streams.W001",
             )
+        )
+    for problem in ds_settings.problems():
+        if problem.numeric:
+            problems.append(Error(str(problem), hint=problem.hint, id="durable_streams.E004"))
+        else:
+            problems.append(Error(str(problem), hint=problem.hint, id="durable_streams.E005"))
     return problems
 
 

@@ -33,7 +33,7 @@ def _executor() -> ThreadPoolExecutor:
         with _lock:
             if _pool is None:
                 _pool = ThreadPoolExecutor(
-                    max_workers=int(ds_settings.DB_THREADS), thread_name_prefix="durable-streams-db"
+                    max_workers=ds_settings.DB_THREADS, thread_name_prefix="durable-streams-db"
                 )
     return _pool
 

@@ -13,11 +13,12 @@ import time
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import content, groupcommit, headers, live, logs, offsets, permissions, sse, storage
+from . import content, headers, live, logs, offsets, permissions, sse, storage
 from .conf import ds_settings
 from .cursor import next_cursor
 from .exceptions import BadRequest, PayloadTooLarge, StreamError
 from .producers import from_headers
+from .storage import groupcommit
 
 logger = logging.getLogger("durable_streams.requests")
 

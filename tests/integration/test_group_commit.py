@@ -12,7 +12,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from durable_streams import api, content, storage
-from durable_streams.groupcommit import GroupCommitter
+from durable_streams.storage.groupcommit import GroupCommitter
 
 from ..support import close_executor_connections, unique
 

@@ -6,6 +6,7 @@ import types
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from durable_streams import checks
@@ -143,3 +144,76 @@ def test_checks_run_through_the_check_framework():
         found = ids(django_checks.run_checks())
     assert "durable_streams.E003" in found
     assert "durable_streams.W001" in found
+
+
+# --- every key is converted and checked ----------------------------------------------------
+
+
+def test_every_default_passes_its_own_check():
+    with override_settings(DURABLE_STREAMS={}):
+        assert ds_settings.problems() == []
+
+
+BAD_VALUES = {
+    "LONG_POLL_TIMEOUT": float("nan"),
+    "SSE_MAX_DURATION": True,
+    "SSE_KEEPALIVE_INTERVAL": -0.5,
+    "MAX_CHUNK_SIZE": 1.5,
+    "MAX_APPEND_SIZE": "64MB",
+    "CACHE_CONTROL": None,
+    "CORS_ALLOWED_ORIGINS": "*",
+    "CROSS_ORIGIN_RESOURCE_POLICY": 1,
+    "DATABASE_ALIAS": "",
+    "NOTIFY_CHANNEL": None,
+    "DB_POOL_SIZE": 0,
+    "DB_THREADS": "4",
+    "CURSOR_INTERVAL": 0,
+    "CURSOR_EPOCH": "2024-10-09",
+    "STATE_TXID_HEADER": "",
+    "GROUP_COMMIT_INFLIGHT": 0,
+    "GROUP_COMMIT_MAX_BATCH": -1,
+    "FALLBACK_POLL_INTERVAL": 0,
+    "POLICY": 42,
+    "DRF_RULES": {"prefix": ""},
+    "ADMIN_READS": "yes",
+    "API_AUTHENTICATION_CLASSES": "rest_framework.authentication.SessionAuthentication",
+    "API_PERMISSION_CLASSES": None,
+    "AI_WRITER_LINGER": -0.01,
+    "AI_WRITER_BATCH_SIZE": 0,
+    "AI_WRITER_RETRIES": 1.5,
+}
+
+
+def test_every_key_has_a_bad_value_case():
+    assert set(BAD_VALUES) == set(DEFAULTS)
+
+
+@pytest.mark.parametrize("key", sorted(BAD_VALUES))
+def test_every_key_is_checked_with_an_id_and_a_hint(key):
+    with override_settings(DURABLE_STREAMS={key: BAD_VALUES[key]}):
+        (message,) = checks.check_settings()
+        assert message.id in ("durable_streams.E004", "durable_streams.E005")
+        assert key in message.msg and "Default:" in message.hint
+        with pytest.raises(ImproperlyConfigured, match=key):
+            getattr(ds_settings, key)
+
+
+def test_values_are_converted_once_to_the_type_callers_use():
+    with override_settings(
+        DURABLE_STREAMS={
+            "LONG_POLL_TIMEOUT": 5,
+            "MAX_CHUNK_SIZE": 2048.0,
+            "CORS_ALLOWED_ORIGINS": (),
+        }
+    ):
+        assert ds_settings.LONG_POLL_TIMEOUT == 5.0 and isinstance(
+            ds_settings.LONG_POLL_TIMEOUT, float
+        )
+        assert ds_settings.MAX_CHUNK_SIZE == 2048 and isinstance(ds_settings.MAX_CHUNK_SIZE, int)
+        assert ds_settings.CORS_ALLOWED_ORIGINS == []
+
+
+def test_a_setting_that_is_not_a_dict_is_an_error():
+    with override_settings(DURABLE_STREAMS=["LONG_POLL_TIMEOUT", 5]):
+        assert ids(checks.check_settings()) == ["durable_streams.E005"]
+        assert ds_settings.LONG_POLL_TIMEOUT == DEFAULTS["LONG_POLL_TIMEOUT"]
