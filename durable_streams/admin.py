@@ -95,10 +95,10 @@ class EstimatedCountPaginator(Paginator):
 
 
 def _valid_path(value: str) -> str:
-    from .views import _check_path  # the protocol's own rule for stream paths
+    from .storage import check_path  # the protocol's own rule for stream paths
 
     try:
-        _check_path(value)
+        check_path(value)
     except StreamError as exc:
         raise forms.ValidationError(exc.message) from None
     if not value or value.startswith("/"):

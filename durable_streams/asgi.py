@@ -55,7 +55,7 @@ class StreamsASGIApp:
         if scope["type"] != "http" or not path.startswith(self.prefix) or path == self.prefix:
             await self.app(scope, receive, send)
             return
-        body, state = await _read_body(receive, int(ds_settings.MAX_APPEND_SIZE))
+        body, state = await _read_body(receive, ds_settings.MAX_APPEND_SIZE)
         if state == "disconnected":
             # The client left before its body was complete: nothing it sent
             # may be stored, and there is no one to answer.
@@ -63,7 +63,7 @@ class StreamsASGIApp:
             return
         request = ASGIRequest(scope, body)
         if state == "too large":
-            limit = int(ds_settings.MAX_APPEND_SIZE)
+            limit = ds_settings.MAX_APPEND_SIZE
             response = error_response(request, PayloadTooLarge(f"body exceeds {limit} bytes"))
         else:
             try:

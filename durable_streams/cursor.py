@@ -24,8 +24,8 @@ def next_cursor(client_cursor: str | None) -> str:
     a later one, a value strictly greater than the client's, by a random jitter
     of 1-3600 seconds in whole intervals. Anything unparseable is ignored.
     """
-    interval = int(ds_settings.CURSOR_INTERVAL)
-    current = int((time.time() - int(ds_settings.CURSOR_EPOCH)) // interval)
+    interval = ds_settings.CURSOR_INTERVAL
+    current = int((time.time() - ds_settings.CURSOR_EPOCH) // interval)
     try:
         previous = int(client_cursor) if client_cursor else None
     except ValueError:

@@ -200,7 +200,7 @@ class Watch:
         if seconds is not None and seconds <= 0:
             return False
         if not self._listener.healthy:
-            fallback = float(ds_settings.FALLBACK_POLL_INTERVAL)
+            fallback = ds_settings.FALLBACK_POLL_INTERVAL
             seconds = fallback if seconds is None else min(seconds, fallback)
         try:
             # asyncio.timeout, not wait_for: no extra task per wait, which

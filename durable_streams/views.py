@@ -74,7 +74,8 @@ async def serve(request: HttpRequest, stream_path: str) -> HttpResponse:
     started = time.monotonic()
     handler = _HANDLERS.get(request.method or "")
     try:
-        _check_path(stream_path)
+        # Checked once here, before access control; storage sees the checked path.
+        stream_path = storage.check_path(stream_path)
         if handler is None:
             response: HttpResponse = HttpResponse(
                 "method not allowed\n", status=405, content_type="text/plain; charset=utf-8"
@@ -139,15 +140,11 @@ def _common_headers(request: HttpRequest, response: HttpResponse) -> None:
     response["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
 
 
-def _check_path(path: str) -> None:
-    storage.check_path(path)
-
-
 # --- request parsing -----------------------------------------------------------------
 
 
 def _read_body(request: HttpRequest) -> bytes:
-    limit = int(ds_settings.MAX_APPEND_SIZE)
+    limit = ds_settings.MAX_APPEND_SIZE
     declared = request.META.get("CONTENT_LENGTH")
     if declared:
         try:
@@ -185,7 +182,7 @@ def _parse_fork(request: HttpRequest, path: str) -> storage.ForkSpec | None:
         if offset is not None or sub_offset is not None:
             raise BadRequest("Stream-Fork-Offset and -Sub-Offset need Stream-Forked-From")
         return None
-    _check_path(source_path)
+    source_path = storage.check_path(source_path)
     position = headers.fork_offset(offset)
     sub = 0
     if sub_offset is not None:
@@ -371,7 +368,7 @@ def _if_none_match(request: HttpRequest) -> list[str]:
 
 async def _long_poll(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
     cursor = next_cursor(request.GET.get("cursor"))
-    deadline = time.monotonic() + float(ds_settings.LONG_POLL_TIMEOUT)
+    deadline = time.monotonic() + ds_settings.LONG_POLL_TIMEOUT
     async with live.Follow(path, position, until=deadline) as reads:
         async for result in reads:
             if result.units or result.closed:
@@ -398,8 +395,8 @@ async def _sse(request: HttpRequest, path: str, position: int | None) -> HttpRes
     follow = live.Follow(
         path,
         position,
-        until=time.monotonic() + float(ds_settings.SSE_MAX_DURATION),
-        idle=float(ds_settings.SSE_KEEPALIVE_INTERVAL),
+        until=time.monotonic() + ds_settings.SSE_MAX_DURATION,
+        idle=ds_settings.SSE_KEEPALIVE_INTERVAL,
     )
     # Read before answering: a missing stream or an offset past its tail is a 4xx.
     first = await follow.start()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from .. import views
+from .. import storage, views
 from ..exceptions import StreamError
 
 __all__ = ["serve_read"]
@@ -36,7 +36,7 @@ async def serve_read(
         response["Allow"] = ", ".join(_READ_METHODS)
         return response
     try:
-        views._check_path(stream_path)
+        stream_path = storage.check_path(stream_path)
         response = await views._HANDLERS[request.method](request, stream_path)
     except StreamError as exc:
         return views.error_response(request, exc)

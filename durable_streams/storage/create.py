@@ -52,7 +52,7 @@ def _create_stream(
     payload: Payload | None,
     fork: ForkSpec | None,
 ) -> Op[tuple[bool, StreamMeta]]:
-    streams.check_path(path)
+    path = streams.check_path(path)
     now = timezone.now()
     existing = yield from streams.live((yield from streams.fetch(path, lock=True)), now)
     source_id = fork_offset = None

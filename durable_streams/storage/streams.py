@@ -23,14 +23,27 @@ from .types import StreamMeta
 MAX_PATH_BYTES = 1024
 
 
-def check_path(path: str) -> None:
-    """Raise 400 for a path no stream may have."""
+class StreamPath(str):
+    """A path that passed :func:`check_path`; checking it again costs nothing."""
+
+    __slots__ = ()
+
+
+def check_path(path: str) -> StreamPath:
+    """Return ``path`` as a :class:`StreamPath`; raise 400 for a path no stream may have.
+
+    The view checks a request's path once, before access control, and hands the
+    checked path on: storage's own check then sees a ``StreamPath`` and returns it.
+    """
+    if type(path) is StreamPath:
+        return path
     if not path:
         raise BadRequest("empty stream path")
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         raise BadRequest(f"stream path is longer than {MAX_PATH_BYTES} bytes")
     if "\x00" in path or any(seg in (".", "..") for seg in path.split("/")):
         raise BadRequest("invalid stream path")
+    return StreamPath(path)
 
 
 def fetch(path: str, *, lock: bool) -> Op[StreamMeta | None]:
@@ -119,7 +132,7 @@ def _get_stream(path: str) -> Op[StreamMeta | None]:
 def require(path: str) -> Op[StreamMeta]:
     """The stream at ``path``, unlocked; 400 for a bad path, 404 if missing or
     expired, 410 if deleted."""
-    check_path(path)
+    path = check_path(path)
     meta = yield from _get_stream(path)
     if meta is None:
         raise NotFound("stream not found")

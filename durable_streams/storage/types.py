@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.utils import timezone
 
@@ -117,8 +117,6 @@ class ReadResult:
     next_position: int
     # Units (bytes, or JSON messages) in ``body``.
     units: int
-    # Renderings of this chunk shared by every reader it was read for (SSE).
-    renderings: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def up_to_date(self) -> bool:

@@ -144,7 +144,9 @@ async def test_a_stream_deleted_while_followed_ends_the_follow_with_its_error(cl
             await asyncio.wait_for(collect(reads, 3), WAIT)
 
 
-async def test_with_the_listener_down_followers_poll_tick_and_still_see_commits(cleanup, monkeypatch):
+async def test_with_the_listener_down_followers_poll_tick_and_still_see_commits(
+    cleanup, monkeypatch
+):
     path = name()
     await create(path)
     await live.get_listener().stop()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import durable_streams.storage
 
 PACKAGE = Path(durable_streams.storage.__file__).parent
@@ -48,3 +50,20 @@ def test_the_boundary_check_sees_a_views_import(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("from .. import views\nfrom ..live import watch\n")
     assert imported_modules(sample) == {"durable_streams.views", "durable_streams.live"}
+
+
+def test_a_checked_path_is_not_checked_again():
+    from durable_streams.storage import streams
+
+    checked = streams.check_path("a/b")
+    assert isinstance(checked, streams.StreamPath)
+    assert streams.check_path(checked) is checked
+
+
+@pytest.mark.parametrize("bad", ["", "a/../b", "a/./b", "a\x00b", "x" * 1025])
+def test_check_path_refuses_what_no_stream_may_have(bad):
+    from durable_streams.exceptions import BadRequest
+    from durable_streams.storage import streams
+
+    with pytest.raises(BadRequest):
+        streams.check_path(bad)
