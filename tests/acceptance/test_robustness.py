@@ -250,12 +250,12 @@ def test_everything_acknowledged_survives_kill_9_of_the_server(server_factory):
         )
         assert response.status_code == 200
 
-    acked: dict[str, list[tuple[int, int]]] = {}
+    acked: dict[str, list[tuple[int, int]]] = {f"w{i}": [] for i in range(3)}
     stop = threading.Event()
 
     def writer(name: str) -> None:
-        mine = []
-        with httpx.Client(timeout=5) as client:
+        mine = acked[name]  # filled as acknowledgements arrive
+        with httpx.Client(timeout=30) as client:
             for i in range(10_000):
                 if stop.is_set():
                     break
@@ -266,12 +266,17 @@ def test_everything_acknowledged_survives_kill_9_of_the_server(server_factory):
                     break  # the server died under us: this one is unacknowledged
                 assert response.status_code == 204
                 mine.append((i, offsets.decode(response.headers["Stream-Next-Offset"])))
-        acked[name] = mine
 
     threads = [threading.Thread(target=writer, args=(f"w{i}",)) for i in range(3)]
     for t in threads:
         t.start()
-    time.sleep(1.0)  # appends flowing from three writers
+    # Kill once every writer has had appends acknowledged (not after a fixed
+    # sleep: under load a second may not be enough for that).
+    deadline = time.monotonic() + 120
+    while not all(len(mine) > 5 for mine in acked.values()):
+        assert time.monotonic() < deadline, {name: len(mine) for name, mine in acked.items()}
+        assert all(t.is_alive() for t in threads), "a writer stopped before the kill"
+        time.sleep(0.05)
     server.kill9()
     stop.set()
     for t in threads:
