@@ -98,6 +98,10 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _optional_flag(value: Any) -> bool | None:
+    return None if value is None else _flag(value)
+
+
 def _strings(value: Any) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ValueError("must be a list of strings")
@@ -237,6 +241,19 @@ KEYS: dict[str, Key] = {
     ),
     "AI_WRITER_RETRIES": Key(
         3, _non_negative_integer, "Retries of an AI token writer append after a transient error."
+    ),
+    "WEBHOOK_ALLOW_LOCALHOST": Key(
+        None,
+        _optional_flag,
+        "Webhooks to localhost/loopback (development); None follows settings.DEBUG.",
+    ),
+    "WEBHOOK_TIMEOUT": Key(
+        10.0, _positive_number, "Seconds one webhook request may take, answer included."
+    ),
+    "WEBHOOK_REPLAY_WINDOW": Key(
+        300,
+        _positive_integer,
+        "Seconds a webhook signature is accepted; retired keys stay published.",
     ),
 }
 

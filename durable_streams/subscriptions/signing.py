@@ -65,7 +65,7 @@ def b64url_decode(text: str) -> bytes:
 
 def replay_window() -> int:
     """Seconds a signature's timestamp stays acceptable (``WEBHOOK_REPLAY_WINDOW``)."""
-    return int(getattr(ds_settings, "WEBHOOK_REPLAY_WINDOW", DEFAULT_REPLAY_WINDOW))
+    return ds_settings.WEBHOOK_REPLAY_WINDOW
 
 
 def public_x(public_key: Ed25519PublicKey) -> str:

@@ -40,7 +40,7 @@ class UnsafeWebhookURL(rules.UnsafeURL):
 
 def localhost_allowed() -> bool:
     """Whether the development exception for loopback receivers is on."""
-    value = getattr(ds_settings, "WEBHOOK_ALLOW_LOCALHOST", None)
+    value = ds_settings.WEBHOOK_ALLOW_LOCALHOST
     return bool(settings.DEBUG) if value is None else bool(value)
 
 

@@ -81,7 +81,7 @@ def encode(payload: Any) -> bytes:
 
 
 def timeout() -> float:
-    return float(getattr(ds_settings, "WEBHOOK_TIMEOUT", DEFAULT_TIMEOUT))
+    return ds_settings.WEBHOOK_TIMEOUT
 
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpcore.AsyncConnectionPool] = (
