@@ -217,6 +217,22 @@ def compile_rules(rules: Iterable[dict]) -> list[DRFRule]:
     return sorted(compiled, key=lambda r: len(r.prefix), reverse=True)
 
 
+class UnreadBody:
+    """A DRF parser that accepts every content type and never reads the body.
+
+    Django's CSRF check (run by ``SessionAuthentication``) looks at
+    ``request.POST`` for a form token; on a DRF request that parses the body,
+    and with no parser for a stream's content type DRF answered 415. The body
+    belongs to the stream view, so the check sees no form data and the token
+    comes from the ``X-CSRFToken`` header, as browser apps send it.
+    """
+
+    media_type = "*/*"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> dict:
+        return {}
+
+
 class DRFPolicy(Policy):
     """Reuse a project's DRF authentication and permission classes per path prefix.
 
@@ -251,7 +267,9 @@ class DRFPolicy(Policy):
         if rule is None:
             raise Forbidden("no access rule covers this stream")
         drf_request = Request(
-            request, authenticators=[cls() for cls in rule.authentication_classes]
+            request,
+            authenticators=[cls() for cls in rule.authentication_classes],
+            parsers=[UnreadBody()],
         )
         view = StreamAccessView(drf_request, path, action, rule)
         try:

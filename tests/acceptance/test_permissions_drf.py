@@ -110,3 +110,20 @@ def test_session_authentication_with_csrf_through_the_django_entry_point(
         csrf = browser.cookies["csrftoken"]
         created = browser.put(url, headers={**TEXT, "X-CSRFToken": csrf, "Referer": server_url})
         assert created.status_code == 201
+
+
+def test_a_signed_in_session_appends_a_body_with_the_csrf_header(django_app, django_user_model):
+    # The CSRF check reads request.POST: it must not make DRF parse (and 415) the body.
+    server_url = django_app
+    django_user_model.objects.create_user("grace", password="pw", is_staff=True)
+    url = f"{server_url}/v1/stream/other/{unique()}"
+    with httpx.Client(timeout=20) as browser:
+        login(browser, server_url, "grace", "pw")
+        csrf = {"X-CSRFToken": browser.cookies["csrftoken"], "Referer": server_url}
+        assert browser.put(url, headers={**TEXT, **csrf}, content=b"a").status_code == 201
+        appended = browser.post(url, headers={**TEXT, **csrf}, content=b"b")
+        assert appended.status_code == 204, appended.text
+        no_token = browser.post(url, headers=TEXT, content=b"c")
+        assert no_token.status_code == 403
+        assert "CSRF" in no_token.text
+        assert browser.get(url, params={"offset": "-1"}).content == b"ab"
