@@ -175,6 +175,12 @@ KEYS: dict[str, Key] = {
     "CORS_ALLOWED_ORIGINS": Key(
         ["*"], _strings, 'Origins allowed by CORS; ["*"] allows any, [] sends no CORS headers.'
     ),
+    "CORS_ALLOW_CREDENTIALS": Key(
+        False,
+        _flag,
+        "Let browsers send cookies from the origins CORS_ALLOWED_ORIGINS lists by name "
+        '(never from "*").',
+    ),
     "CROSS_ORIGIN_RESOURCE_POLICY": Key(
         "cross-origin", _text, "Value of the Cross-Origin-Resource-Policy header (spec 12.7)."
     ),

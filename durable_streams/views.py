@@ -130,11 +130,14 @@ def _common_headers(request: HttpRequest, response: HttpResponse) -> None:
     response["Cross-Origin-Resource-Policy"] = ds_settings.CROSS_ORIGIN_RESOURCE_POLICY
     origin = request.headers.get("Origin")
     allowed = ds_settings.CORS_ALLOWED_ORIGINS
-    if "*" in allowed:
-        response["Access-Control-Allow-Origin"] = "*"
-    elif origin and origin in allowed:
+    if origin and origin in allowed:
+        # Named explicitly: the only origins that may send credentials.
         response["Access-Control-Allow-Origin"] = origin
         response["Vary"] = "Origin"
+        if ds_settings.CORS_ALLOW_CREDENTIALS:
+            response["Access-Control-Allow-Credentials"] = "true"
+    elif "*" in allowed:
+        response["Access-Control-Allow-Origin"] = "*"
     else:
         return
     response["Access-Control-Expose-Headers"] = EXPOSED_HEADERS

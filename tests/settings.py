@@ -28,6 +28,8 @@ if "DS_TEST_CORS_ALLOWED_ORIGINS" in os.environ:
     DURABLE_STREAMS["CORS_ALLOWED_ORIGINS"] = [
         o for o in os.environ["DS_TEST_CORS_ALLOWED_ORIGINS"].split(",") if o
     ]
+if os.environ.get("DS_TEST_CORS_ALLOW_CREDENTIALS") == "1":
+    DURABLE_STREAMS["CORS_ALLOW_CREDENTIALS"] = True
 if "DS_TEST_CACHE_CONTROL" in os.environ:
     DURABLE_STREAMS["CACHE_CONTROL"] = os.environ["DS_TEST_CACHE_CONTROL"]
 if "DS_TEST_FALLBACK_POLL_INTERVAL" in os.environ:

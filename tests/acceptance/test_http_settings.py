@@ -144,3 +144,38 @@ def test_an_append_through_one_app_does_not_wake_the_other_app_s_readers(http, c
     assert (woken.status_code, woken.content) == (200, b"x")
     assert other.status_code == 204
     assert other.headers["Stream-Next-Offset"] == tail
+
+
+@pytest.fixture(scope="module")
+def credentialed_server(server_factory) -> Iterator[ServerProcess]:
+    server = server_factory(
+        DS_TEST_CORS_ALLOWED_ORIGINS=f"*,{ALLOWED}", DS_TEST_CORS_ALLOW_CREDENTIALS="1"
+    )
+    yield server
+    server.stop()
+
+
+def test_credentialed_cors_only_for_origins_named_explicitly(http, credentialed_server):
+    url = credentialed_server.stream_url(unique())
+    http.put(url, headers=TEXT, content=b"abc")
+    preflight = {"Access-Control-Request-Method": "POST"}
+    for request in (
+        lambda h: http.get(url, params={"offset": "-1"}, headers=h),
+        lambda h: http.options(url, headers={**h, **preflight}),
+    ):
+        named = request({"Origin": ALLOWED})
+        assert named.headers["Access-Control-Allow-Origin"] == ALLOWED
+        assert named.headers["Access-Control-Allow-Credentials"] == "true"
+        assert "Origin" in named.headers["Vary"]
+        # "*" lets any origin read, never with cookies.
+        anyone = request({"Origin": "https://elsewhere.example"})
+        assert anyone.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Access-Control-Allow-Credentials" not in anyone.headers
+
+
+def test_no_credentials_unless_the_setting_allows_them(http, restricted_server):
+    url = restricted_server.stream_url(unique())
+    http.put(url, headers=TEXT, content=b"abc")
+    response = http.get(url, params={"offset": "-1"}, headers={"Origin": ALLOWED})
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert "Access-Control-Allow-Credentials" not in response.headers

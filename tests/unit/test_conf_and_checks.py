@@ -176,6 +176,7 @@ BAD_VALUES = {
     "POLICY": 42,
     "DRF_RULES": {"prefix": ""},
     "ADMIN_READS": "yes",
+    "CORS_ALLOW_CREDENTIALS": "yes",
     "API_AUTHENTICATION_CLASSES": "rest_framework.authentication.SessionAuthentication",
     "API_PERMISSION_CLASSES": None,
     "AI_WRITER_LINGER": -0.01,
