@@ -33,16 +33,33 @@ def check_database(app_configs=None, **kwargs) -> list:
 
 @register(Tags.compatibility)
 def check_asgi(app_configs=None, **kwargs) -> list:
-    if not getattr(settings, "ASGI_APPLICATION", None):
+    """E003: daphne's runserver is installed but has no ASGI_APPLICATION to run;
+    W003: no ASGI_APPLICATION at all. Only daphne's and Channels' runserver read
+    that setting: uvicorn and granian are given the application on their command
+    line, so a missing setting is a hint, not an error that blocks ``migrate``."""
+    from django.apps import apps
+
+    if getattr(settings, "ASGI_APPLICATION", None):
+        return []
+    if apps.is_installed("daphne"):
         return [
             Error(
-                "Live reads (long-poll and SSE) need an ASGI server: ASGI_APPLICATION is not set.",
-                hint="Set ASGI_APPLICATION (e.g. 'myproject.asgi.application') and serve it "
-                "with daphne, or add 'daphne' to INSTALLED_APPS.",
+                "'daphne' is in INSTALLED_APPS, so runserver serves ASGI, but "
+                "ASGI_APPLICATION is not set.",
+                hint="Set ASGI_APPLICATION (e.g. 'myproject.asgi.application').",
                 id="durable_streams.E003",
             )
         ]
-    return []
+    return [
+        Warning(
+            "ASGI_APPLICATION is not set: live reads (long-poll and SSE) need an ASGI "
+            "server, and runserver without daphne serves WSGI.",
+            hint="Serve the project with an ASGI server (daphne, uvicorn, granian: they take "
+            "the application on their command line; silence this warning then), or add "
+            "'daphne' to INSTALLED_APPS and set ASGI_APPLICATION for runserver.",
+            id="durable_streams.W003",
+        )
+    ]
 
 
 @register()

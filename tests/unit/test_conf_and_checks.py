@@ -6,6 +6,7 @@ import types
 
 import pytest
 from django.conf import settings
+from django.core import checks as django_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
@@ -108,15 +109,25 @@ def test_e002_non_postgres_database(monkeypatch):
 
 
 @pytest.mark.parametrize("value", [None, ""])
-def test_e003_missing_asgi_application(value):
-    with override_settings(ASGI_APPLICATION=value):
-        assert ids(checks.check_asgi()) == ["durable_streams.E003"]
+def test_w003_missing_asgi_application_is_a_warning_that_does_not_block_migrate(value):
+    # uvicorn and granian take the application on their command line.
+    apps = [a for a in settings.INSTALLED_APPS if a != "daphne"]
+    with override_settings(ASGI_APPLICATION=value, INSTALLED_APPS=apps):
+        messages = checks.check_asgi()
+    assert ids(messages) == ["durable_streams.W003"]
+    assert messages[0].level == django_checks.WARNING
 
 
-def test_e003_asgi_application_not_set_at_all():
-    with override_settings():
+def test_e003_daphne_runserver_without_asgi_application():
+    apps = [*(a for a in settings.INSTALLED_APPS if a != "daphne"), "daphne"]
+    with override_settings(INSTALLED_APPS=apps):
         del settings.ASGI_APPLICATION
         assert ids(checks.check_asgi()) == ["durable_streams.E003"]
+
+
+def test_no_asgi_message_when_asgi_application_is_set():
+    with override_settings(ASGI_APPLICATION="example_project.asgi.application"):
+        assert checks.check_asgi() == []
 
 
 def test_w001_unknown_setting_key():
@@ -140,9 +151,12 @@ def test_e004_non_positive_or_non_numeric_values(key, value):
 def test_checks_run_through_the_check_framework():
     from django.core import checks as django_checks
 
-    with override_settings(ASGI_APPLICATION=None, DURABLE_STREAMS={"BOGUS": 1}):
+    apps = [a for a in settings.INSTALLED_APPS if a != "daphne"]
+    with override_settings(
+        ASGI_APPLICATION=None, INSTALLED_APPS=apps, DURABLE_STREAMS={"BOGUS": 1}
+    ):
         found = ids(django_checks.run_checks())
-    assert "durable_streams.E003" in found
+    assert "durable_streams.W003" in found
     assert "durable_streams.W001" in found
 
 
