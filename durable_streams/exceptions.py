@@ -40,3 +40,17 @@ class Gone(StreamError):
 
 class PayloadTooLarge(StreamError):
     status = 413
+
+
+class LiveNeedsASGI(StreamError):
+    """501: a live read (long-poll, SSE) reached a WSGI server, which cannot
+    hold a waiting reader without holding a worker and connections with it."""
+
+    status = 501
+
+    def __init__(self) -> None:
+        super().__init__(
+            "live reads (long-poll, SSE) need an ASGI server; this request was served by "
+            "WSGI: serve the stream URLs with daphne or uvicorn beside the WSGI site "
+            "(see the 'WSGI projects' guide)"
+        )

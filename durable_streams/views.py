@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 import time
 
+from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import content, headers, live, logs, offsets, permissions, sse, storage
 from .conf import ds_settings
 from .cursor import next_cursor
-from .exceptions import BadRequest, PayloadTooLarge, StreamError
+from .exceptions import BadRequest, LiveNeedsASGI, PayloadTooLarge, StreamError
 from .producers import from_headers
-from .storage import groupcommit
+from .storage import drivers, groupcommit
 
 logger = logging.getLogger("durable_streams.requests")
 
@@ -63,6 +64,10 @@ ALLOWED_HEADERS = ", ".join(
 @csrf_exempt
 async def stream_view(request: HttpRequest, stream_path: str) -> HttpResponse:
     """Serve one stream URL (the view ``durable_streams.urls`` mounts)."""
+    if isinstance(request, WSGIRequest):
+        # A WSGI server: no lasting event loop, so no pool and no live reads.
+        with drivers.on_django_connection():
+            return await serve(request, stream_path)
     return await serve(request, stream_path)
 
 
@@ -310,6 +315,8 @@ async def _get(request: HttpRequest, path: str) -> HttpResponse:
     position = offsets.parse(raw_offset)
     if live is None:
         return await _catch_up(request, path, position)
+    if drivers.is_on_django_connection():
+        raise LiveNeedsASGI()
     if live == "long-poll":
         if raw_offset is None:
             raise BadRequest("live reads need an offset")

@@ -41,9 +41,14 @@ if "DS_TEST_NOTIFY_CHANNEL" in os.environ:
 if os.environ.get("DS_TEST_SHIPPED_CHUNK_SIZE") == "1":
     del DURABLE_STREAMS["MAX_CHUNK_SIZE"]
 
+# DS_TEST_WSGI_RUNSERVER=1: `manage.py runserver` serves WSGI, as in a project
+# without daphne (tests/acceptance/test_wsgi.py).
+if os.environ.get("DS_TEST_WSGI_RUNSERVER") == "1":
+    INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "daphne"]  # noqa: F405
+
 # Model change streams (durable_streams.state): a test app whose models stream
 # their changes, its views, and the txid middleware.
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.stateapp"]  # noqa: F405
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.stateapp"]
 if "durable_streams.state.TxidMiddleware" not in MIDDLEWARE:  # noqa: F405
     MIDDLEWARE = [*MIDDLEWARE, "durable_streams.state.TxidMiddleware"]  # noqa: F405
 ROOT_URLCONF = "tests.stateapp.urls"

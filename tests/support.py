@@ -76,6 +76,10 @@ class ServerProcess:
     def stream_url(self, path: str) -> str:
         return f"{self.url}/v1/stream/{path}"
 
+    def argv(self) -> list[str]:
+        """The server's command line (after ``python -m``)."""
+        return ["daphne", "-b", "127.0.0.1", "-p", str(self.port), self.app]
+
     def start(self, timeout: float = 30.0) -> ServerProcess:
         last_error = ""
         for _attempt in range(3):  # the free port may be taken in between
@@ -84,16 +88,7 @@ class ServerProcess:
             self.log_path = self.log_dir / f"daphne-{self.port}-{self.starts}.log"
             log = open(self.log_path, "wb")  # the child writes to it
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    self.app,
-                ],
+                [sys.executable, "-m", *self.argv()],
                 cwd=ROOT,
                 env=child_env(self.db_url, **self.extra_env),
                 stdout=log,
@@ -106,7 +101,7 @@ class ServerProcess:
             except RuntimeError as exc:
                 last_error = str(exc)
                 self.stop()
-        raise RuntimeError(f"daphne did not start: {last_error}")
+        raise RuntimeError(f"{self.argv()[0]} did not start: {last_error}")
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.proc is not None

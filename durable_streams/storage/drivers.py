@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import weakref
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -113,8 +114,40 @@ async def close_pool() -> None:
         await (await task).close()
 
 
+# Set while a WSGI server runs the request (see :func:`on_django_connection`).
+_django_connection: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "durable_streams_django_connection", default=False
+)
+
+
+@contextlib.contextmanager
+def on_django_connection():
+    """Run the async operations of this context on Django's own connection.
+
+    Under WSGI, Django runs each async view on an event loop made for that one
+    request: a pool opened there would outlive its loop and leak its
+    connections. Django's connection of the request thread is closed (or
+    kept, per ``CONN_MAX_AGE``) by Django at the end of the request.
+    """
+    token = _django_connection.set(True)
+    try:
+        yield
+    finally:
+        _django_connection.reset(token)
+
+
+def is_on_django_connection() -> bool:
+    """True inside :func:`on_django_connection` (the request is served by WSGI)."""
+    return _django_connection.get()
+
+
 async def run_async(op: Op[T], *, atomic: bool = False) -> T:
-    """Run an operation on the event loop's connection pool."""
+    """Run an operation on the event loop's connection pool (or, under WSGI,
+    on Django's connection of the request thread)."""
+    if _django_connection.get():
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(run_sync)(op, atomic=atomic)
     pool = await _pool()
     # Pipeline mode: statements whose results are not needed (the writes)
     # go out without waiting a round trip each; a fetch syncs.

@@ -1,0 +1,88 @@
+"""The stream URLs under WSGI servers (gunicorn, Django's runserver without
+daphne): create, append, catch-up, HEAD and delete work on Django's own
+connection and leak none, and live reads are refused at once with 501 and a
+message naming the fix, never a hang."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from django.db import connection
+
+from ..support import ServerProcess, unique
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TEXT = {"Content-Type": "text/plain"}
+
+
+class GunicornProcess(ServerProcess):
+    def argv(self) -> list[str]:
+        # One sync worker, one thread: a request holds the worker, as in most sites.
+        return [
+            "gunicorn",
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "-w",
+            "1",
+            "--timeout",
+            "60",
+            "example_project.wsgi:application",
+        ]
+
+
+class RunserverProcess(ServerProcess):
+    def argv(self) -> list[str]:
+        return ["django", "runserver", "--noreload", f"127.0.0.1:{self.port}"]
+
+
+SERVERS = {"gunicorn": GunicornProcess, "runserver": RunserverProcess}
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def wsgi_server(request, test_database_url, tmp_path_factory):
+    env = {"DS_TEST_WSGI_RUNSERVER": "1"}
+    server = SERVERS[request.param](
+        test_database_url, tmp_path_factory.mktemp("wsgi"), "unused", **env
+    ).start()
+    yield server
+    server.stop()
+
+
+def server_connections() -> int:
+    """Connections to the test database other than this test's own."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_non_live_operations_work_under_wsgi_and_leak_no_connection(wsgi_server):
+    url = wsgi_server.stream_url(unique("wsgi"))
+    with httpx.Client(timeout=30) as http:
+        assert http.put(url, headers=TEXT, content=b"a").status_code == 201
+        warm = server_connections()
+        for n in range(5):
+            assert http.post(url, headers=TEXT, content=b"b").status_code == 204
+            read = http.get(url, params={"offset": "-1"})
+            assert read.status_code == 200
+            assert read.content == b"a" + b"b" * (n + 1)
+            assert http.head(url).status_code == 200
+            assert http.put(url, headers=TEXT).status_code == 200  # idempotent create
+        after = server_connections()
+        assert http.delete(url).status_code == 204
+        assert http.head(url).status_code == 404
+    assert after <= warm, f"{after - warm} connections leaked over 20 requests"
+
+
+@pytest.mark.parametrize("mode", ["long-poll", "sse"])
+def test_live_reads_under_wsgi_are_refused_with_501_naming_the_fix(wsgi_server, mode):
+    url = wsgi_server.stream_url(unique("wsgi"))
+    with httpx.Client(timeout=30) as http:
+        assert http.put(url, headers=TEXT, content=b"a").status_code == 201
+        refused = http.get(url, params={"offset": "-1", "live": mode})
+    assert refused.status_code == 501
+    assert "need an ASGI server" in refused.text
+    assert "daphne or uvicorn" in refused.text
