@@ -8,4 +8,15 @@ class DurableStreamsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the system checks and the setting_changed receiver.
+        from django.db.models.signals import post_migrate
+
         from . import checks, conf  # noqa: F401
+
+        post_migrate.connect(_create_registered_streams, sender=self)
+
+
+def _create_registered_streams(sender, using: str = "default", **kwargs) -> None:
+    """Registered models' fixed streams exist from ``migrate`` on (read as empty)."""
+    from .state.emission import create_registered_streams
+
+    create_registered_streams(using)

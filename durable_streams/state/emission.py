@@ -21,7 +21,7 @@ from django.db import models
 from .. import api
 from ..conf import ds_settings
 from ..content import JSON
-from ..exceptions import NotFound
+from ..exceptions import Conflict, NotFound
 from . import events
 from .registration import StateError
 from .txid import current_txid
@@ -69,6 +69,31 @@ def append_events(path: str, batch: Sequence[dict]) -> None:
             # The failed append rolled back only its own savepoint.
             api.create_stream(path, content_type=JSON)
             api.append(path, chunk, content_type=JSON)
+
+
+def create_registered_streams(using: str) -> None:
+    """Create the fixed-path streams of registered models that do not exist yet.
+
+    Connected to ``post_migrate``: a client that loads a model's stream before
+    its first change reads it as empty and valid instead of 404. Streams
+    chosen per instance (a function ``stream``) are only known once a row
+    exists, so they are still created on demand. A path that exists with
+    another configuration is left as it is.
+    """
+    from django.db import connections
+
+    from ..models import Stream
+    from .registration import registrations
+
+    if using != ds_settings.DATABASE_ALIAS:
+        return
+    if Stream._meta.db_table not in connections[using].introspection.table_names():
+        return  # migrated to a state before the app's tables exist
+    for path in sorted({r.stream for r in registrations() if isinstance(r.stream, str)}):
+        try:
+            api.create_stream(path, content_type=JSON)
+        except Conflict:
+            pass  # created by hand with other settings: not ours to change
 
 
 def emit(changes: Iterable[tuple[str, dict]], using: str) -> None:

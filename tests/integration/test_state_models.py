@@ -304,3 +304,19 @@ def test_saving_a_new_instance_over_an_existing_primary_key_is_an_update():
     assert changes(room_stream(original))[-1] == ("delete", "message", str(original.pk))
     (moved,) = stream_events(room_stream(Message(room=other)))
     assert moved["value"]["body"] == "replaced"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_registered_fixed_streams_exist_from_migrate_on_and_read_as_empty():
+    from django.core.management import call_command
+
+    from durable_streams import api
+    from tests.stateapp.support import clear_state
+
+    clear_state()  # no rows and no streams: as before a project's first change
+    call_command("migrate", verbosity=0)
+    for path in (ROOMS_STREAM, "flags"):
+        assert api.head(path).content_type == "application/json"
+        assert api.read_json(path)[0] == []
+    Flag.objects.create(slug="after-migrate")
+    assert changes("flags") == [("insert", "flag", "after-migrate")]
