@@ -94,6 +94,11 @@ DURABLE_STREAMS = {
     # other stream is a demo: anyone may create, write, read and delete it. A
     # real project names its own policy or DRF_RULES (README, "Access control").
     "POLICY": "example_project.sessions.policy.SessionsPolicy",
+    # Webhooks to localhost over http: WEBHOOK_ALLOW_LOCALHOST=1 allows, 0 refuses,
+    # unset follows DEBUG (the conformance run has DEBUG off and a local receiver).
+    "WEBHOOK_ALLOW_LOCALHOST": {"1": True, "0": False}.get(
+        os.environ.get("WEBHOOK_ALLOW_LOCALHOST", "")
+    ),
 }
 
 LOGGING = {

@@ -21,6 +21,9 @@ DURABLE_STREAMS = {
     # Chunking tests size their data for 1 MiB chunks (the default is 4 MiB):
     # a few MB then span several chunks without slowing the suite.
     "MAX_CHUNK_SIZE": 1024 * 1024,
+    # Test webhook receivers listen on 127.0.0.1 over http, and the servers run
+    # with DEBUG off (where loopback would be refused).
+    "WEBHOOK_ALLOW_LOCALHOST": True,
 }
 # Settings some servers of tests/acceptance/test_http_settings.py and
 # test_listener_outage.py change.
