@@ -109,25 +109,3 @@ class SubscriptionLink(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subscription_id}:{self.path}"
-
-
-class WebhookSigningKey(models.Model):
-    """An Ed25519 webhook signing key (spec 6.5), kept across restarts.
-
-    The newest key without ``retired_at`` signs; retired keys stay published
-    in the JWKS until ``retired_at`` is past the replay window.
-    """
-
-    kid = models.CharField(max_length=128, unique=True)
-    # Raw 32-byte private and public keys.
-    private_key = models.BinaryField()
-    public_key = models.BinaryField()
-    created_at = models.DateTimeField()
-    retired_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        db_table = "durable_streams_webhook_key"
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return self.kid
