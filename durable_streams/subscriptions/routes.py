@@ -93,8 +93,8 @@ async def _dispatch(request: HttpRequest, stream_path: str) -> HttpResponse:
     parts = stream_path.split("/")[1:]
     method = request.method
     if parts == ["jwks.json"]:
-        if method not in ("GET", "HEAD"):
-            raise _method_not_allowed("GET, HEAD")
+        if method != "GET":
+            raise _method_not_allowed("GET")
         from . import webhooks
 
         return await run(webhooks.jwks_response)
@@ -153,8 +153,8 @@ async def _subscription(
     request: HttpRequest, stream_path: str, name: str, control: str
 ) -> HttpResponse:
     method = request.method
-    if method not in ("PUT", "GET", "HEAD", "DELETE"):
-        raise _method_not_allowed("PUT, GET, HEAD, DELETE")
+    if method not in ("PUT", "GET", "DELETE"):
+        raise _method_not_allowed("PUT, GET, DELETE")
     await permissions.authorize_control(request, permissions.Operation.SUBSCRIBE, control)
     root = root_url(request, stream_path)
     if method == "DELETE":
