@@ -414,3 +414,19 @@ def test_two_servers_and_a_worker_issue_each_wake_once(ds_server, second_server,
     time.sleep(1.0)  # any duplicate wake would land by now
     generations = [e["generation"] for e in wakes_of(apis[0], wake, sub_id)]
     assert generations == [1, 2, 3, 4]
+
+
+def test_policy_decides_who_may_subscribe_and_claim(server_factory):
+    # DEBUG is off in the servers: the default policy refuses every operation.
+    refusing = server_factory(DS_TEST_POLICY="durable_streams.permissions.DebugOnlyPolicy")
+    api = Api(refusing.url)
+    sub_id = unique("sub")
+    body = {"type": "pull-wake", "streams": ["a"], "wake_stream": "w"}
+    r = api.put_sub(sub_id, **body)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN")
+    assert api.client.get(api.sub(sub_id)).status_code == 403
+    assert api.claim(sub_id).status_code == 403
+    # Acks are authorised by their token, not by the policy.
+    r = api.ack(sub_id, "forged", {"wake_id": "w", "generation": 1})
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "TOKEN_INVALID")
+    refusing.stop()
