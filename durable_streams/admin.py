@@ -486,3 +486,6 @@ class ProducerStateAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+from .subscriptions import admin as _subscriptions_admin  # noqa: E402, F401  (registers it)

@@ -261,6 +261,12 @@ KEYS: dict[str, Key] = {
         _positive_integer,
         "Seconds a webhook signature is accepted; retired keys stay published.",
     ),
+    "SUBSCRIPTIONS_IN_SERVER": Key(
+        True,
+        _flag,
+        "Run the subscription engine (wakes, lease expiry, webhook sends) in every server"
+        " process's event loop; False leaves it to `manage.py streams deliver`.",
+    ),
 }
 
 DEFAULTS: dict[str, Any] = {name: key.default for name, key in KEYS.items()}

@@ -54,6 +54,8 @@ class Listener:
         # incomplete (entries evicted, or the connection lost or regained).
         self._recent: OrderedDict[int, int] = OrderedDict()
         self._forgotten = 0
+        # The subscription engine loops of this event loop (subscriptions.runner).
+        self._subscription_hooks: list = []
 
     @property
     def healthy(self) -> bool:
@@ -88,6 +90,21 @@ class Listener:
             if not waiters:
                 del self._waiters[stream_id]
                 self._woken_at.pop(stream_id, None)
+
+    def add_subscription_hook(self, hook) -> None:
+        """Route ``s<id>`` notifications (sent by the subscription append
+        trigger) to ``hook.notified(id)``, and reconnects to ``hook.reconnected()``."""
+        if hook not in self._subscription_hooks:
+            self._subscription_hooks.append(hook)
+
+    def _notify_subscriptions(self, payload: str) -> None:
+        try:
+            subscription_id = int(payload[1:])
+        except ValueError:
+            logger.warning("ignoring notification %r", payload)
+            return
+        for hook in self._subscription_hooks:
+            hook.notified(subscription_id)
 
     def waiting(self) -> int:
         return sum(len(w) for w in self._waiters.values())
@@ -127,6 +144,8 @@ class Listener:
         self._forgotten = self.notifications
         self._recent.clear()
         self.wake_all()
+        for hook in self._subscription_hooks:
+            hook.reconnected()
 
     def woken_at(self, stream_id: int) -> float:
         """When readers of ``stream_id`` were last woken (monotonic clock)."""
@@ -145,6 +164,10 @@ class Listener:
                     # Anything committed while we were not listening: re-read.
                     self._reset()
                     async for note in conn.notifies():
+                        if note.payload.startswith("s"):
+                            # The subscription append trigger: "s<subscription id>".
+                            self._notify_subscriptions(note.payload)
+                            continue
                         try:
                             stream_id = int(note.payload)
                         except ValueError:

@@ -97,3 +97,7 @@ class ProducerState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.producer_id}@{self.epoch}:{self.last_seq}"
+
+
+# The subscription tables (spec 6 and 7) live with their engine.
+from .subscriptions.models import Subscription, SubscriptionLink  # noqa: E402, F401

@@ -61,6 +61,8 @@ class Operation(enum.StrEnum):
     READ = "read"
     DELETE = "delete"
     FORK = "fork"
+    SUBSCRIBE = "subscribe"
+    CLAIM = "claim"
 
 
 class Unauthorized(StreamError):
@@ -109,6 +111,16 @@ class Policy:
         """Create ``path`` as a fork. ``can_read`` of the source is checked too."""
         return False
 
+    def can_subscribe(self, request: HttpRequest, path: str) -> bool | Awaitable[bool]:
+        """Create, read, change or delete the subscription at ``path``
+        (``__ds/subscriptions/<id>``, spec 6)."""
+        return False
+
+    def can_claim(self, request: HttpRequest, path: str) -> bool | Awaitable[bool]:
+        """Claim a wake of the pull-wake subscription at ``path`` (spec 7.2);
+        acks and releases are authorised by the claim's token instead."""
+        return False
+
     def is_public(self, path: str) -> bool:
         """Whether shared caches (CDNs, proxies) may keep reads of ``path``.
 
@@ -126,6 +138,7 @@ class AllowAll(Policy):
         return True
 
     can_append = can_close = can_read = can_delete = can_fork = can_create
+    can_subscribe = can_claim = can_create
 
     def is_public(self, path: str) -> bool:
         return True
@@ -145,6 +158,7 @@ class DebugOnlyPolicy(Policy):
         raise Forbidden(_NO_POLICY)
 
     can_append = can_close = can_read = can_delete = can_fork = can_create
+    can_subscribe = can_claim = can_create
 
     def is_public(self, path: str) -> bool:
         return bool(settings.DEBUG)
@@ -301,6 +315,12 @@ class DRFPolicy(Policy):
 
     def can_fork(self, request: HttpRequest, path: str) -> bool:
         return self.check(request, path, Operation.FORK)
+
+    def can_subscribe(self, request: HttpRequest, path: str) -> bool:
+        return self.check(request, path, Operation.SUBSCRIBE)
+
+    def can_claim(self, request: HttpRequest, path: str) -> bool:
+        return self.check(request, path, Operation.CLAIM)
 
     def is_public(self, path: str) -> bool:
         rule = self.rule_for(path)
@@ -465,6 +485,12 @@ async def authorize(request: HttpRequest, path: str) -> Access | None:
             as_read.method = "GET"
             await _allowed(policy, Operation.READ, as_read, source)
     return Access(public=policy.is_public(path))
+
+
+async def authorize_control(request: HttpRequest, operation: Operation, path: str) -> None:
+    """Check a ``__ds`` control request (``subscribe`` or ``claim``) against the
+    policy; ``path`` is the control path, e.g. ``__ds/subscriptions/<id>``."""
+    await _allowed(get_policy(), operation, request, path)
 
 
 def check_configuration() -> list:

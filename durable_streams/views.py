@@ -20,6 +20,8 @@ from .cursor import next_cursor
 from .exceptions import BadRequest, LiveNeedsASGI, PayloadTooLarge, StreamError
 from .producers import from_headers
 from .storage import drivers, groupcommit
+from .subscriptions import routes
+from .subscriptions import runner as subscriptions_runner
 
 logger = logging.getLogger("durable_streams.requests")
 
@@ -76,6 +78,12 @@ async def serve(request: HttpRequest, stream_path: str) -> HttpResponse:
 
     Shared by the URLconf view and the lean ASGI app (:mod:`durable_streams.asgi`).
     """
+    if routes.is_control_path(stream_path) and request.method != "OPTIONS":
+        # The reserved control APIs route before any stream path (spec 6).
+        response = await routes.serve(request, stream_path)
+        _common_headers(request, response)
+        return response
+    subscriptions_runner.ensure_running()
     started = time.monotonic()
     handler = _HANDLERS.get(request.method or "")
     try:

@@ -95,8 +95,10 @@ async def _dispatch(request: HttpRequest, stream_path: str) -> HttpResponse:
     if parts == ["jwks.json"]:
         if method != "GET":
             raise _method_not_allowed("GET")
-        from . import webhooks
-
+        try:
+            from . import webhooks
+        except ImportError:  # the webhook half is not installed (see _check_webhook_url)
+            raise SubscriptionError("SUBSCRIPTION_NOT_FOUND", "webhooks are not enabled") from None
         return await run(webhooks.jwks_response)
     if len(parts) < 2 or parts[0] != "subscriptions" or not parts[1]:
         raise SubscriptionError("SUBSCRIPTION_NOT_FOUND", "no such control route")
@@ -163,17 +165,28 @@ async def _subscription(
     if method == "PUT":
         cfg = config.parse_create(request.body)
         if cfg.webhook_url is not None:
-            from . import ssrf
-
-            try:
-                ssrf.check_webhook_url(cfg.webhook_url)
-            except ssrf.UnsafeWebhookURL as exc:
-                raise SubscriptionError("WEBHOOK_URL_REJECTED", str(exc)) from None
+            _check_webhook_url(cfg.webhook_url)
         created, _ = await run(engine.create_or_confirm, name, cfg, root)
         if created:
             _kick()
         return json_response(await run(serialize, name, root), 201 if created else 200)
     return json_response(await run(serialize, name, root))
+
+
+def _check_webhook_url(url: str) -> None:
+    """The SSRF rules of spec 12.8 (:mod:`.ssrf`): 400 WEBHOOK_URL_REJECTED."""
+    try:
+        from . import ssrf
+    except ImportError:
+        # Webhook delivery (signing, sending, SSRF rules) ships separately from
+        # the engine; without it, webhook subscriptions are refused, not stored.
+        raise SubscriptionError(
+            "INVALID_REQUEST", "webhook subscriptions are not enabled on this server"
+        ) from None
+    try:
+        ssrf.check_webhook_url(url)
+    except ssrf.UnsafeWebhookURL as exc:
+        raise SubscriptionError("WEBHOOK_URL_REJECTED", str(exc)) from None
 
 
 def serialize(name: str, root: str) -> dict:

@@ -173,14 +173,18 @@ class PullWorker:
     async def wakes(
         self, wake_stream: str, offset: str = offsets.NOW
     ) -> AsyncIterator[dict[str, Any]]:
-        """Follow ``wake_stream`` live and yield this subscription's wake events."""
-        from ..live import follow
+        """Follow ``wake_stream`` live (from ``offset``, default its tail) and
+        yield this subscription's wake events."""
+        from .. import live
 
-        async for messages in follow(wake_stream, offset):
-            for event in messages:
-                if (
-                    isinstance(event, dict)
-                    and event.get("type") == "wake"
-                    and event.get("subscription_id") == self.subscription
-                ):
-                    yield event
+        async with live.Follow(wake_stream, offsets.parse(offset)) as reads:
+            async for result in reads:
+                if result is live.IDLE or not result.body:
+                    continue
+                for event in json.loads(result.body):
+                    if (
+                        isinstance(event, dict)
+                        and event.get("type") == "wake"
+                        and event.get("subscription_id") == self.subscription
+                    ):
+                        yield event

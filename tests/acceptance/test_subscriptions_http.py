@@ -313,7 +313,9 @@ def test_explicit_links_add_remove_and_glob_precedence(api):
             "SUB",
             b'{"type":"webhook","streams":["a"],"webhook":{"url":"http://10.0.0.1/h"}}',
             400,
-            "WEBHOOK_URL_REJECTED",
+            # WEBHOOK_URL_REJECTED with the webhook half installed; without it
+            # webhook subscriptions are refused altogether.
+            ("WEBHOOK_URL_REJECTED", "INVALID_REQUEST"),
         ),
         ("GET", "SUB", b"", 404, "SUBSCRIPTION_NOT_FOUND"),
         ("POST", "SUB/streams", b'{"streams": []}', 400, "INVALID_REQUEST"),
@@ -332,7 +334,9 @@ def test_bad_control_requests_are_4xx_with_their_code(api, method, path, body, s
     url = api.url(path.replace("SUB", sub_path) if path else "__ds/anything")
     r = api.client.request(method, url, headers=JSON, content=body)
     assert r.status_code == status, r.text
-    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["code"] in ((code,) if isinstance(code, str) else code)
+    if method == "PUT":
+        assert api.client.get(url).status_code == 404  # nothing was stored
 
 
 def test_bad_acks_are_refused_and_move_nothing(api):

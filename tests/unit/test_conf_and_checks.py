@@ -191,6 +191,7 @@ BAD_VALUES = {
     "DRF_RULES": {"prefix": ""},
     "ADMIN_READS": "yes",
     "CORS_ALLOW_CREDENTIALS": "yes",
+    "SUBSCRIPTIONS_IN_SERVER": "no",
     "API_AUTHENTICATION_CLASSES": "rest_framework.authentication.SessionAuthentication",
     "API_PERMISSION_CLASSES": None,
     "AI_WRITER_LINGER": -0.01,

@@ -70,6 +70,8 @@ class Command(BaseCommand):
         ("expire", "remove expired streams and their data, in batches"),
         ("stats", "counts and sizes of the stream tables"),
         ("snapshot", "write State Protocol snapshots of model change streams"),
+        ("subscriptions", "list, show or delete subscriptions (ls, show ID, delete ID)"),
+        ("deliver", "run the subscription engine: wakes, lease expiry, webhook sends"),
     ]
 
     def add_arguments(self, parser) -> None:
@@ -357,6 +359,28 @@ class Command(BaseCommand):
         from durable_streams.state.command import handle_snapshot
 
         handle_snapshot(self, options)
+
+    # --- subscriptions, deliver (durable_streams.subscriptions) ---------------------------
+
+    def add_subscriptions_arguments(self, parser) -> None:
+        from durable_streams.subscriptions.command import add_subscriptions_arguments
+
+        add_subscriptions_arguments(parser)
+
+    def handle_subscriptions(self, options: dict) -> None:
+        from durable_streams.subscriptions.command import handle_subscriptions
+
+        handle_subscriptions(self, options)
+
+    def add_deliver_arguments(self, parser) -> None:
+        from durable_streams.subscriptions.command import add_deliver_arguments
+
+        add_deliver_arguments(parser)
+
+    def handle_deliver(self, options: dict) -> None:
+        from durable_streams.subscriptions.command import handle_deliver
+
+        handle_deliver(self, options)
 
 
 class _Printer:
