@@ -101,3 +101,6 @@ class ProducerState(models.Model):
 
 # The subscription tables (spec 6 and 7) live with their engine.
 from .subscriptions.models import Subscription, SubscriptionLink  # noqa: E402, F401
+
+# The webhook signing keys (spec 6.5) live with their signing code.
+from .subscriptions.signing import WebhookSigningKey  # noqa: E402, F401

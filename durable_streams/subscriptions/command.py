@@ -1,7 +1,8 @@
 """``manage.py streams subscriptions ...`` and ``manage.py streams deliver``.
 
 The ``streams`` command delegates these two subcommands here.
-``subscriptions`` lists, shows and deletes subscriptions; ``deliver`` runs
+``subscriptions`` lists, shows and deletes subscriptions and rotates the
+webhook signing key; ``deliver`` runs
 the subscription engine (wakes, lease expiry, webhook sends) in its own
 process, beside or instead of the server processes
 (``DURABLE_STREAMS["SUBSCRIPTIONS_IN_SERVER"]``).
@@ -30,6 +31,10 @@ def add_subscriptions_arguments(parser: Any) -> None:
     show.add_argument("id")
     delete = sub.add_parser("delete", help="delete (tombstone) a subscription")
     delete.add_argument("id")
+    sub.add_parser(
+        "rotate-key",
+        help="new webhook signing key; the old one stays in the JWK Set through the replay window",
+    )
 
 
 def _summary(sub: Subscription) -> dict:
@@ -60,6 +65,14 @@ def handle_subscriptions(command: Any, options: dict) -> None:
                     f"{sub.name}\t{sub.kind}\t{sub.pattern or '-'}\tgen {sub.generation}"
                     f"\t{sub.status}{holder}"
                 )
+        return
+    if action == "rotate-key":
+        from . import signing
+
+        new_kid, deleted = signing.rotate()
+        command.stdout.write(f"signing with {new_kid}")
+        for kid in deleted:
+            command.stdout.write(f"deleted expired key {kid}")
         return
     try:
         if action == "show":

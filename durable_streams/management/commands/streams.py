@@ -70,7 +70,7 @@ class Command(BaseCommand):
         ("expire", "remove expired streams and their data, in batches"),
         ("stats", "counts and sizes of the stream tables"),
         ("snapshot", "write State Protocol snapshots of model change streams"),
-        ("subscriptions", "list, show or delete subscriptions (ls, show ID, delete ID)"),
+        ("subscriptions", "list, show or delete subscriptions; rotate the webhook signing key"),
         ("deliver", "run the subscription engine: wakes, lease expiry, webhook sends"),
     ]
 
