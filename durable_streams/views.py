@@ -83,7 +83,9 @@ async def serve(request: HttpRequest, stream_path: str) -> HttpResponse:
         response = await routes.serve(request, stream_path)
         _common_headers(request, response)
         return response
-    subscriptions_runner.ensure_running()
+    if not drivers.is_on_django_connection():
+        # Under WSGI the event loop ends with the request: no engine loop there.
+        subscriptions_runner.ensure_running()
     started = time.monotonic()
     handler = _HANDLERS.get(request.method or "")
     try:

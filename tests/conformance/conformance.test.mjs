@@ -6,6 +6,6 @@ const baseUrl = process.env.CONFORMANCE_BASE_URL ?? "http://127.0.0.1:4438";
 
 runConformanceTests({
   baseUrl,
-  subscriptions: false,
+  subscriptions: true,
   longPollTimeoutMs: Number(process.env.CONFORMANCE_LONG_POLL_MS ?? 1000),
 });
