@@ -31,10 +31,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The embedded PostgreSQL (when DATABASE_URL is unset) stops with the server.
+# The server and the sessions' agent runner (docs/sessions.md) together; the
+# embedded PostgreSQL (when DATABASE_URL is unset) stops with them.
 run: install sessions-ui
 	$(PY) -m example_project.embedded serve -- sh -c '$(PY) manage.py migrate --noinput && \
-	  exec $(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) example_project.asgi:application'
+	  { $(PY) manage.py run_agents & AGENTS=$$!; trap "kill $$AGENTS 2>/dev/null" EXIT INT TERM; \
+	  $(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) example_project.asgi:application; }'
 
 $(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package.json $(CONFORMANCE)/package-lock.json
 	cd $(CONFORMANCE) && npm ci --no-audit --no-fund
