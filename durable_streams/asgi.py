@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import tempfile
 from collections.abc import Awaitable, Callable
 
@@ -51,6 +52,8 @@ class StreamsASGIApp:
         self.prefix = prefix
 
     async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["type"] == "http":
+            scope = origin_form(scope)
         path = scope.get("path", "")
         if scope["type"] != "http" or not path.startswith(self.prefix) or path == self.prefix:
             await self.app(scope, receive, send)
@@ -77,6 +80,32 @@ class StreamsASGIApp:
             await _send_response(response, receive, send)
         finally:
             body.close()
+
+
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+
+
+def origin_form(scope: dict) -> dict:
+    """``scope`` with an absolute-form request target reduced to its path.
+
+    A server must accept ``POST http://host/v1/stream/x HTTP/1.1`` (RFC 9112
+    3.2.2; proxies send it), but some ASGI servers (daphne) pass the whole
+    URL on as the path.
+    """
+    path = scope.get("path", "")
+    if path.startswith("/"):
+        return scope
+    match = _ABSOLUTE.match(path)
+    if match is None:
+        return scope
+    path = path[match.end() :] or "/"
+    scope = {**scope, "path": path}
+    raw = scope.get("raw_path")
+    if raw:
+        raw_match = _ABSOLUTE.match(raw.decode("latin-1"))
+        if raw_match is not None:
+            scope["raw_path"] = raw[raw_match.end() :] or b"/"
+    return scope
 
 
 async def _read_body(receive, limit: int):

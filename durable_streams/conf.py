@@ -191,6 +191,11 @@ KEYS: dict[str, Key] = {
     "DB_POOL_SIZE": Key(
         8, _positive_integer, "Connections of the async pool that serves the views, per process."
     ),
+    "DB_POOL_TIMEOUT": Key(
+        5.0,
+        _positive_number,
+        "Seconds a request waits for a pool connection before it answers 503 (database down).",
+    ),
     "DB_THREADS": Key(
         4, _positive_integer, "Threads that run blocking work (sync access policies)."
     ),

@@ -71,7 +71,10 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+# Numbers are checked by the scanner's grammar but never converted: only each
+# message's source text is kept, and int() would refuse a literal of more than
+# 4,300 digits (sys.get_int_max_str_digits) that is still valid JSON.
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_int=str, parse_float=str)
 
 
 def parse_json(body: bytes, *, allow_empty: bool) -> Payload:

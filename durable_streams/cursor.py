@@ -15,6 +15,8 @@ from .conf import ds_settings
 
 # The reference server's jitter range, in seconds.
 _JITTER_SECONDS = 3600
+# Digits of the longest client cursor read (an interval number in a few digits).
+_MAX_DIGITS = 20
 
 
 def next_cursor(client_cursor: str | None) -> str:
@@ -26,10 +28,14 @@ def next_cursor(client_cursor: str | None) -> str:
     """
     interval = ds_settings.CURSOR_INTERVAL
     current = int((time.time() - ds_settings.CURSOR_EPOCH) // interval)
-    try:
-        previous = int(client_cursor) if client_cursor else None
-    except ValueError:
-        previous = None
+    previous = None
+    # A longer value is no cursor of ours; its successor could even pass
+    # int()'s 4,300-digit limit when turned back into text.
+    if client_cursor and len(client_cursor) <= _MAX_DIGITS:
+        try:
+            previous = int(client_cursor)
+        except ValueError:
+            previous = None
     if previous is not None and previous >= current:
         return str(previous + max(1, random.randint(1, _JITTER_SECONDS) // interval))
     return str(current)

@@ -54,3 +54,12 @@ class LiveNeedsASGI(StreamError):
             "WSGI: serve the stream URLs with daphne or uvicorn beside the WSGI site "
             "(see the 'WSGI projects' guide)"
         )
+
+
+class ServiceUnavailable(StreamError):
+    """The database cannot be reached: 503 with ``Retry-After`` (seconds)."""
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})

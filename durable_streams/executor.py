@@ -17,9 +17,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from django.db import connections
+from django.db import OperationalError, connections
 
 from .conf import ds_settings
+from .exceptions import ServiceUnavailable
 
 T = TypeVar("T")
 
@@ -58,6 +59,16 @@ def _call(fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
 
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Await ``fn(*args, **kwargs)`` run on a database thread."""
+    """Await ``fn(*args, **kwargs)`` run on a database thread.
+
+    A database that cannot be reached raises
+    :class:`~durable_streams.exceptions.ServiceUnavailable` (503), as on the
+    async pool (:mod:`durable_streams.storage.drivers`).
+    """
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor(), functools.partial(_call, fn, args, kwargs))
+    try:
+        return await loop.run_in_executor(_executor(), functools.partial(_call, fn, args, kwargs))
+    except OperationalError as exc:
+        from .storage.drivers import RETRY_AFTER
+
+        raise ServiceUnavailable("database unavailable", retry_after=RETRY_AFTER) from exc

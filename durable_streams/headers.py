@@ -28,15 +28,17 @@ def flag(value: str | None) -> bool:
     return value is not None and value.strip().lower() == "true"
 
 
-def parse_int(name: str, value: str, *, maximum: int | None = None) -> int:
-    """A non-negative decimal integer header: ASCII digits, no sign or leading zeros."""
+def parse_int(name: str, value: str, *, maximum: int = offsets.MAX_POSITION) -> int:
+    """A non-negative decimal integer header: ASCII digits, no sign or leading zeros,
+    at most ``maximum`` (by default the largest stream position)."""
     value = value.strip()
     if not _INTEGER.fullmatch(value):
         raise BadRequest(f"{name} must be a non-negative integer")
-    number = int(value)
-    if maximum is not None and number > maximum:
+    # Compared by length first: int() refuses more than 4,300 digits
+    # (sys.get_int_max_str_digits), and a longer header is out of range anyway.
+    if len(value) > len(str(maximum)) or int(value) > maximum:
         raise BadRequest(f"{name} must be at most {maximum}")
-    return number
+    return int(value)
 
 
 def parse_ttl(value: str | None) -> int | None:

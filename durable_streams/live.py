@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import time
 import weakref
 from collections import OrderedDict, defaultdict
@@ -196,7 +198,52 @@ def get_listener() -> Listener:
     listener = _listeners.get(loop)
     if listener is None:
         listener = _listeners[loop] = Listener()
+        _watch_shutdown_signals()
     return listener
+
+
+# --- shutdown: end live responses at once ---------------------------------------------------
+
+_stopping = False
+_signals_hooked = False
+
+
+def stopping() -> bool:
+    """Whether the process is shutting down (live reads end at once)."""
+    return _stopping
+
+
+def shut_down() -> None:
+    """End every live read of this process now: waiting long-polls answer as at
+    their timeout, SSE responses end, and their clients reconnect elsewhere.
+
+    Called on SIGTERM/SIGINT; ASGI servers (uvicorn) otherwise wait for open
+    responses to finish before they exit.
+    """
+    global _stopping
+    _stopping = True
+    for loop, listener in list(_listeners.items()):
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(listener.wake_all)
+
+
+def _watch_shutdown_signals() -> None:
+    """Chain :func:`shut_down` before the server's own SIGTERM/SIGINT handlers
+    (once, from the main thread, when the first live read starts)."""
+    global _signals_hooked
+    if _signals_hooked or threading.current_thread() is not threading.main_thread():
+        return
+    _signals_hooked = True
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue  # SIG_DFL / SIG_IGN: the server did not ask to handle it
+
+        def handler(number, frame, previous=previous):
+            shut_down()
+            previous(number, frame)
+
+        signal.signal(signum, handler)
 
 
 class Watch:
@@ -373,7 +420,7 @@ class Follow:
                 if result is first or result.units or result.closed:
                     yield result
                     quiet_since = time.monotonic()
-                if result.closed:
+                if result.closed or _stopping:
                     return
                 if result.up_to_date and not stale:
                     if not connected:
@@ -381,7 +428,7 @@ class Follow:
                         connected = True
                     while True:
                         remaining = self._remaining()
-                        if remaining is not None and remaining <= 0:
+                        if (remaining is not None and remaining <= 0) or _stopping:
                             return
                         idle_left = None
                         if self.idle is not None:
@@ -391,6 +438,8 @@ class Follow:
                                 quiet_since = time.monotonic()
                                 continue
                         if await changes.wait(_shorter(remaining, idle_left)):
+                            if _stopping:
+                                return
                             break
                         if not changes.healthy:
                             break  # listener down: re-read on the fallback interval

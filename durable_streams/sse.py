@@ -15,6 +15,7 @@ import re
 import weakref
 from collections.abc import AsyncIterator
 
+from .conf import ds_settings
 from .exceptions import StreamError
 from .live import IDLE, Follow
 from .storage import ReadResult
@@ -86,11 +87,18 @@ def render(result: ReadResult, cursor: str, decoder, text_mode: bool) -> bytes:
 async def events(follow: Follow, cursor: str, text_mode: bool) -> AsyncIterator[bytes]:
     """The response body: events for every read of ``follow``, keep-alive
     comments while idle. Ends when the follow does, errors included (a
-    stream deleted while followed, a failed database read): the client
-    reconnects from the last offset it was sent."""
+    stream deleted while followed, a failed database read), and once it has
+    carried ``MAX_CHUNK_SIZE`` bytes: the client reconnects from the last
+    offset it was sent.
+
+    The byte cap bounds what a client that stops reading costs the server:
+    daphne buffers whatever a response writes, however slowly it is read.
+    """
     # Chunks may split a UTF-8 sequence; decode incrementally across events.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     sent_control = False
+    cap = ds_settings.MAX_CHUNK_SIZE
+    sent = 0
     async with follow:
         try:
             async for event in follow:
@@ -99,7 +107,12 @@ async def events(follow: Follow, cursor: str, text_mode: bool) -> AsyncIterator[
                     continue
                 assert isinstance(event, ReadResult)
                 if event.units or not sent_control or event.closed:
-                    yield render(event, cursor, decoder, text_mode)
+                    out = render(event, cursor, decoder, text_mode)
+                    yield out
                     sent_control = True
+                    sent += len(out)
+                    if sent >= cap and not event.closed:
+                        logger.debug("SSE of %r ended after %d bytes", follow.path, sent)
+                        return
         except StreamError as exc:
             logger.info("SSE of %r ended: %s", follow.path, exc.message)

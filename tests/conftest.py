@@ -90,15 +90,17 @@ def child_env(test_database_url) -> dict[str, str]:
 def server_factory(
     test_database_url, tmp_path_factory
 ) -> Iterator[Callable[..., support.ServerProcess]]:
-    """Start daphne servers (an ASGI app path, and ``DS_TEST_*`` settings in the
-    environment); all stop at the end."""
+    """Start daphne (or ``server="uvicorn"``) servers (an ASGI app path, and
+    ``DS_TEST_*`` settings in the environment); all stop at the end."""
     servers: list[support.ServerProcess] = []
     log_dir = tmp_path_factory.mktemp("daphne")
 
-    def start(app: str = "example_project.asgi:application", **env: str) -> support.ServerProcess:
-        server = support.ServerProcess(test_database_url, log_dir, app, **env)
-        servers.append(server)
-        return server.start()
+    def start(
+        app: str = "example_project.asgi:application", *, server: str = "daphne", **env: str
+    ) -> support.ServerProcess:
+        process = support.ServerProcess(test_database_url, log_dir, app, server=server, **env)
+        servers.append(process)
+        return process.start()
 
     yield start
     for server in servers:

@@ -25,8 +25,8 @@ DURABLE_STREAMS = {
     # with DEBUG off (where loopback would be refused).
     "WEBHOOK_ALLOW_LOCALHOST": True,
 }
-# Settings some servers of tests/acceptance/test_http_settings.py and
-# test_listener_outage.py change.
+# Settings some servers of tests/acceptance/test_http_settings.py,
+# test_listener_outage.py and test_database_outage.py change.
 if "DS_TEST_CORS_ALLOWED_ORIGINS" in os.environ:
     DURABLE_STREAMS["CORS_ALLOWED_ORIGINS"] = [
         o for o in os.environ["DS_TEST_CORS_ALLOWED_ORIGINS"].split(",") if o
@@ -37,6 +37,8 @@ if "DS_TEST_CACHE_CONTROL" in os.environ:
     DURABLE_STREAMS["CACHE_CONTROL"] = os.environ["DS_TEST_CACHE_CONTROL"]
 if "DS_TEST_FALLBACK_POLL_INTERVAL" in os.environ:
     DURABLE_STREAMS["FALLBACK_POLL_INTERVAL"] = float(os.environ["DS_TEST_FALLBACK_POLL_INTERVAL"])
+if "DS_TEST_DB_POOL_TIMEOUT" in os.environ:
+    DURABLE_STREAMS["DB_POOL_TIMEOUT"] = float(os.environ["DS_TEST_DB_POOL_TIMEOUT"])
 if "DS_TEST_NOTIFY_CHANNEL" in os.environ:
     DURABLE_STREAMS["NOTIFY_CHANNEL"] = os.environ["DS_TEST_NOTIFY_CHANNEL"]
 # DS_TEST_SHIPPED_CHUNK_SIZE=1: the shipped MAX_CHUNK_SIZE default (one server

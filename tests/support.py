@@ -58,10 +58,17 @@ class ServerProcess:
     """One daphne process serving the example project with the test settings."""
 
     def __init__(
-        self, db_url: str, log_dir: Path, app: str = "example_project.asgi:application", **env: str
+        self,
+        db_url: str,
+        log_dir: Path,
+        app: str = "example_project.asgi:application",
+        *,
+        server: str = "daphne",
+        **env: str,
     ) -> None:
         self.db_url = db_url
         self.app = app
+        self.server = server  # "daphne" or "uvicorn"
         self.log_dir = log_dir
         self.extra_env = env
         self.proc: subprocess.Popen | None = None
@@ -78,6 +85,16 @@ class ServerProcess:
 
     def argv(self) -> list[str]:
         """The server's command line (after ``python -m``)."""
+        if self.server == "uvicorn":
+            return [
+                "uvicorn",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                self.app,
+            ]
         return ["daphne", "-b", "127.0.0.1", "-p", str(self.port), self.app]
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
@@ -85,7 +102,7 @@ class ServerProcess:
         for _attempt in range(3):  # the free port may be taken in between
             self.starts += 1
             self.port = free_port()
-            self.log_path = self.log_dir / f"daphne-{self.port}-{self.starts}.log"
+            self.log_path = self.log_dir / f"{self.argv()[0]}-{self.port}-{self.starts}.log"
             log = open(self.log_path, "wb")  # the child writes to it
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", *self.argv()],

@@ -189,7 +189,7 @@ def apply(state: Tail, request: AppendRequest) -> AppendResult:
     if request.stream_seq is not None and state.stream_seq is not None:
         # Byte-wise order: code point order of latin-1/UTF-8 decoded text.
         if request.stream_seq <= state.stream_seq:
-            raise Conflict("Stream-Seq must increase")
+            raise Conflict("Stream-Seq sequence conflict: it must increase")
     payload = request.payload
     if payload is not None and payload.units:
         state.segments.append((state.tail, payload))
@@ -253,8 +253,10 @@ def _append_to_closed(state: Tail, *, has_body: bool, producer: Producer | None)
             producer_epoch=producer.epoch,
             producer_seq=producer.seq,
         )
-    if not has_body:
+    if not has_body and producer is None:
         return AppendResult(state.tail, True, duplicate=True)
+    # Spec 5.2.1: a producer's request other than the one that closed the
+    # stream conflicts, close-only or not (the reference server agrees).
     raise Conflict(
         "stream is closed",
         headers={"Stream-Closed": "true", "Stream-Next-Offset": offsets.encode(state.tail)},

@@ -17,14 +17,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
+import select
 import weakref
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import psycopg
 from django.db import connections, transaction
+from psycopg_pool import PoolTimeout
 
 from ..conf import ds_settings
+from ..exceptions import ServiceUnavailable
+
+logger = logging.getLogger("durable_streams.storage")
+
+# Seconds a client is asked to wait (Retry-After) while the database is unreachable.
+RETRY_AFTER = 2
 
 T = TypeVar("T")
 
@@ -85,6 +95,31 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = (
 )
 
 
+def _has_input(conn) -> bool:
+    """Whether an idle connection's socket has something to read.
+
+    Nothing arrives on an idle connection of ours unless the server ended
+    the session (a restart: its FATAL message, then EOF). One poll() syscall,
+    not a round trip, so checking every connection before use stays cheap.
+    """
+    try:
+        fd = conn.fileno()
+    except psycopg.Error:
+        return True  # closed
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+async def _check(conn) -> None:
+    """The pool's check before handing out a connection: a dead one raises
+    (and is replaced) instead of failing the request that would get it."""
+    from psycopg_pool import AsyncConnectionPool
+
+    if conn.closed or _has_input(conn):
+        await AsyncConnectionPool.check_connection(conn)
+
+
 async def _open_pool():
     from psycopg_pool import AsyncConnectionPool
 
@@ -94,8 +129,14 @@ async def _open_pool():
         max_size=ds_settings.DB_POOL_SIZE,
         open=False,
         name="durable-streams",
+        check=_check,
+        # How long a request waits for a connection; then 503 (a database
+        # that does not answer must not hold requests for the default 30 s).
+        timeout=ds_settings.DB_POOL_TIMEOUT,
     )
-    await pool.open()
+    # Not waiting for the first connection: with the database down, requests
+    # answer 503 after DB_POOL_TIMEOUT while the pool keeps reconnecting.
+    await pool.open(wait=False)
     return pool
 
 
@@ -105,6 +146,31 @@ async def _pool():
     if task is None or (task.done() and task.exception() is not None):
         task = _pools[loop] = loop.create_task(_open_pool())
     return await asyncio.shield(task)
+
+
+_closing: set[asyncio.Task] = set()
+
+
+def _failing(pool) -> bool:
+    """Whether ``pool`` has failed to connect (not merely been busy)."""
+    return pool.get_stats().get("connections_errors", 0) > 0
+
+
+def _replace_pool(pool) -> None:
+    """Start a new pool in place of ``pool``, whose connection attempts time out.
+
+    The pool retries a failed connection with an exponential backoff; after an
+    outage of some seconds its next attempt could come long after the database
+    is back. A new pool tries at once.
+    """
+    loop = asyncio.get_running_loop()
+    task = _pools.get(loop)
+    if task is None or not task.done() or task.exception() is not None or task.result() is not pool:
+        return  # replaced already
+    del _pools[loop]
+    closing = loop.create_task(pool.close(timeout=1.0))
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
 
 
 async def close_pool() -> None:
@@ -143,35 +209,81 @@ def is_on_django_connection() -> bool:
 
 async def run_async(op: Op[T], *, atomic: bool = False) -> T:
     """Run an operation on the event loop's connection pool (or, under WSGI,
-    on Django's connection of the request thread)."""
+    on Django's connection of the request thread).
+
+    A connection that fails before the operation's first query has answered
+    has done nothing (no commit was sent), so that query is sent again once on
+    another connection. Any other failure to reach the database raises
+    :class:`~durable_streams.exceptions.ServiceUnavailable` (503 with
+    ``Retry-After``), never a bare database error.
+    """
     if _django_connection.get():
         from asgiref.sync import sync_to_async
+        from django.db import OperationalError
 
-        return await sync_to_async(run_sync)(op, atomic=atomic)
-    pool = await _pool()
-    # Pipeline mode: statements whose results are not needed (the writes)
-    # go out without waiting a round trip each; a fetch syncs.
-    async with pool.connection() as conn, conn.pipeline():
-        block = conn.transaction() if atomic else contextlib.nullcontext()
-        async with block:
-            cursor = conn.cursor(binary=True)
+        try:
+            return await sync_to_async(run_sync)(op, atomic=atomic)
+        except OperationalError as exc:
+            raise ServiceUnavailable("database unavailable", retry_after=RETRY_AFTER) from exc
+    try:
+        query = next(op)
+    except StopIteration as stop:
+        return stop.value
+    pool = None
+    try:
+        pool = await _pool()
+        for attempt in (1, 2):
             try:
-                query = next(op)
-                while True:
-                    if query.many:
-                        await cursor.executemany(query.sql, query.params)
-                        result = None
-                    else:
-                        await cursor.execute(query.sql, query.params)
-                        if query.fetch == "one":
-                            result = await cursor.fetchone()
-                        elif query.fetch == "all":
-                            result = await cursor.fetchall()
-                        else:
+                return await _run_on_pool(pool, op, query, atomic)
+            except _FirstQueryFailed as failed:
+                if attempt == 2:
+                    raise failed.error from None
+                logger.info("retrying on another connection: %s", failed.error)
+                # One dead connection usually means a restart: drop the others too.
+                await pool.check()
+        raise AssertionError("unreachable")
+    except psycopg.OperationalError as exc:
+        logger.warning("database unavailable: %s", exc)
+        if isinstance(exc, PoolTimeout) and pool is not None and _failing(pool):
+            _replace_pool(pool)
+        raise ServiceUnavailable("database unavailable", retry_after=RETRY_AFTER) from exc
+
+
+class _FirstQueryFailed(Exception):
+    def __init__(self, error: psycopg.OperationalError) -> None:
+        self.error = error
+
+
+async def _run_on_pool(pool, op: Op[T], query: Q, atomic: bool) -> T:
+    answered = False
+    try:
+        # Pipeline mode: statements whose results are not needed (the writes)
+        # go out without waiting a round trip each; a fetch syncs.
+        async with pool.connection() as conn, conn.pipeline():
+            block = conn.transaction() if atomic else contextlib.nullcontext()
+            async with block:
+                cursor = conn.cursor(binary=True)
+                try:
+                    while True:
+                        if query.many:
+                            await cursor.executemany(query.sql, query.params)
                             result = None
-                    query = op.send(result)
-            except StopIteration as stop:
-                return stop.value
+                        else:
+                            await cursor.execute(query.sql, query.params)
+                            if query.fetch == "one":
+                                result = await cursor.fetchone()
+                            elif query.fetch == "all":
+                                result = await cursor.fetchall()
+                            else:
+                                result = None
+                        answered = True
+                        query = op.send(result)
+                except StopIteration as stop:
+                    return stop.value
+    except psycopg.OperationalError as exc:
+        if answered or isinstance(exc, PoolTimeout):
+            raise
+        raise _FirstQueryFailed(exc) from exc
 
 
 def _ping() -> Op[None]:

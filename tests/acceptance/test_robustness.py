@@ -311,3 +311,70 @@ def test_everything_acknowledged_survives_kill_9_of_the_server(server_factory):
         )
         assert after.status_code == 200
     server.stop()
+
+
+def test_kill_9_under_eight_idempotent_producers_loses_and_duplicates_nothing(server_factory):
+    """Eight idempotent producers append to one stream; the server is killed
+    mid-flight. Each producer then retries its unacknowledged request on the
+    restarted server (as the official clients do): every seq ends up in the
+    stream exactly once, in each producer's order."""
+    server = server_factory()
+    path = unique("producers-kill")
+    assert httpx.put(server.stream_url(path), headers=JSON).status_code == 201
+    pending: dict[str, int] = {}  # producer -> the seq it has not had acknowledged
+    acked: dict[str, int] = {}
+    stop = threading.Event()
+
+    def send(client: httpx.Client, base: str, name: str, seq: int) -> httpx.Response:
+        headers = {**JSON, "Producer-Id": name, "Producer-Epoch": "0", "Producer-Seq": str(seq)}
+        body = json.dumps([{"p": name, "s": seq}])
+        return client.post(f"{base}/v1/stream/{path}", headers=headers, content=body)
+
+    def producer(name: str) -> None:
+        seq = 0
+        with httpx.Client(timeout=5) as client:
+            while not stop.is_set() and seq < 10_000:
+                pending[name] = seq
+                try:
+                    response = send(client, server.url, name, seq)
+                except httpx.TransportError:
+                    return  # the server died under us: seq is unacknowledged
+                assert response.status_code == 200, response.text
+                acked[name] = seq
+                seq += 1
+            pending.pop(name, None)
+
+    names = [f"producer-{i}" for i in range(8)]
+    threads = [threading.Thread(target=producer, args=(name,)) for name in names]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60  # appends flowing from all eight (bounded wait)
+    while time.monotonic() < deadline and not (
+        len(acked) == 8 and all(seq >= 3 for seq in acked.values())
+    ):
+        time.sleep(0.1)
+    server.kill9()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(acked) == 8, acked
+
+    server.start()
+    with httpx.Client(timeout=30) as client:
+        for name, seq in pending.items():  # each producer retries its unacknowledged append
+            response = send(client, server.url, name, seq)
+            assert response.status_code in (200, 204), response.text
+            if response.status_code == 204:  # it had been committed: a duplicate now
+                assert response.headers["Producer-Seq"] == str(seq)
+        messages, offset = [], "-1"
+        for _ in range(10_000):
+            response = client.get(server.stream_url(path), params={"offset": offset})
+            messages.extend(json.loads(response.content))
+            offset = response.headers["Stream-Next-Offset"]
+            if response.headers.get("Stream-Up-To-Date") == "true":
+                break
+    for name in names:
+        mine = [m["s"] for m in messages if m["p"] == name]
+        last = pending.get(name, acked[name])
+        assert mine == list(range(last + 1)), (name, mine[-5:], last)
+    server.stop()

@@ -279,12 +279,28 @@ def test_any_other_producer_tuple_appending_to_a_closed_stream_conflicts(produce
     assert read_bytes(path) == b"aend"
 
 
-def test_close_only_by_a_producer_is_idempotent_for_any_tuple():
+def test_close_only_by_the_closing_producer_tuple_is_idempotent():
     path = new_stream()
     put(path, None, producer=Producer("p", 0, 0), close=True)
-    assert put(path, None, producer=Producer("p", 0, 0), close=True).duplicate
-    assert put(path, None, producer=Producer("q", 3, 9), close=True).closed
-    assert put(path, None, close=True).closed
+    again = put(path, None, producer=Producer("p", 0, 0), close=True)
+    assert (again.duplicate, again.closed) == (True, True)
+    assert put(path, None, close=True).closed  # a plain close-only stays idempotent
+
+
+@pytest.mark.parametrize(
+    "producer", [Producer("q", 0, 0), Producer("p", 0, 2), Producer("p", 1, 0)]
+)
+def test_close_only_by_another_producer_tuple_conflicts(producer):
+    # Spec 5.2.1 and the official client conformance case
+    # idempotent-producer-close-conflict: producer-1 appends and closes, a
+    # close-only request of producer-2 then answers 409 with Stream-Closed.
+    path = new_stream()
+    put(path, b"a", producer=Producer("p", 0, 0))
+    put(path, None, producer=Producer("p", 0, 1), close=True)
+    with pytest.raises(Conflict) as info:
+        put(path, None, producer=producer, close=True)
+    assert info.value.headers["Stream-Closed"] == "true"
+    assert read_bytes(path) == b"a"
 
 
 def test_closure_is_monotonic():

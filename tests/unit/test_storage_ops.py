@@ -101,7 +101,7 @@ def test_apply_stages_the_payload_at_the_tail_and_advances_it():
 def test_apply_checks_requests_against_what_earlier_ones_staged():
     state = Tail(meta(), {})
     apply(state, AppendRequest("s", "text/plain", Payload.raw(b"x"), stream_seq="b"))
-    with pytest.raises(Conflict, match="Stream-Seq must increase"):
+    with pytest.raises(Conflict, match="Stream-Seq sequence conflict"):
         apply(state, AppendRequest("s", "text/plain", Payload.raw(b"y"), stream_seq="a"))
     assert state.tail == 1  # the rejected request staged nothing
 
