@@ -21,7 +21,7 @@ STATE_JS := tests/js
 SESSIONS_UI := example_project/sessions/frontend
 SESSIONS_BUNDLE := example_project/sessions/static/sessions/session.js
 
-.PHONY: install run test pytest pytest-django6 conformance lint clean bench state-client chromium sessions-ui docs package-check
+.PHONY: install run serve test pytest pytest-django6 conformance lint clean bench state-client chromium nginx sessions-ui docs package-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,10 +60,15 @@ state-client: $(STATE_JS)/node_modules/.installed
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
+# The cache in front of the server (deploy/nginx-cache.conf), run by a test and
+# by make bench's cache scenario: Debian's nginx, installed only if missing.
+nginx:
+	@test -x /usr/sbin/nginx || (apt-get update && apt-get install -y nginx-light)
+
 test: state-client sessions-ui docs pytest pytest-django6 conformance package-check
 
 # The system Postgres on 127.0.0.1:5432 when it answers, else an embedded one.
-pytest: install state-client sessions-ui chromium
+pytest: install state-client sessions-ui chromium nginx
 	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)) $(PY) -m pytest
 
 $(VENV_DJ6)/.installed: pyproject.toml
@@ -73,7 +78,7 @@ $(VENV_DJ6)/.installed: pyproject.toml
 	$(VENV_DJ6)/bin/python -m pip install -q -e ".[example,test]" "django>=6.0,<6.1"
 	touch $@
 
-pytest-django6: $(VENV_DJ6)/.installed state-client sessions-ui chromium
+pytest-django6: $(VENV_DJ6)/.installed state-client sessions-ui chromium nginx
 	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)_dj6) \
 		$(VENV_DJ6)/bin/python -m pytest -p no:cacheprovider
 
@@ -92,7 +97,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e ".[example,test,bench]"
 	touch $@
 
-bench: install $(VENV)/.bench-installed $(BENCH_REF)/node_modules/.installed
+bench: install nginx $(VENV)/.bench-installed $(BENCH_REF)/node_modules/.installed
 	$(PY) -m bench $(BENCH_ARGS)
 
 # The wheel and sdist as released: built, twine-checked, and the wheel installed
