@@ -21,7 +21,7 @@ STATE_JS := tests/js
 SESSIONS_UI := example_project/sessions/frontend
 SESSIONS_BUNDLE := example_project/sessions/static/sessions/session.js
 
-.PHONY: install run serve test pytest pytest-django6 conformance lint clean bench state-client chromium nginx sessions-ui docs package-check
+.PHONY: install run serve test pytest pytest-django6 conformance conformance-serve lint clean bench state-client chromium nginx sessions-ui docs package-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,21 @@ install: $(VENV)/.installed
 run: install sessions-ui
 	$(PY) manage.py migrate --noinput
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) example_project.asgi:application
+
+# The production preset (docs/deployment.md): granian, the fastest ASGI server
+# that serves the project correctly on this machine (docs/performance.md), one
+# worker process per core, DEBUG off. {python}, {port} and {app} are filled in.
+SERVE_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+SERVE_CMD ?= {python} -m granian --interface asginl --host 127.0.0.1 --port {port} \
+	--workers $(SERVE_WORKERS) --loop uvloop --no-access-log --backlog 4096 {app}
+
+$(VENV)/.serve-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e ".[example,test,docs,serve]"
+	touch $@
+
+serve: install $(VENV)/.serve-installed sessions-ui
+	$(PY) manage.py migrate --noinput
+	DJANGO_DEBUG=0 $(subst {app},example_project.asgi:application,$(subst {port},$(PORT),$(subst {python},$(PY),$(SERVE_CMD))))
 
 $(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package.json $(CONFORMANCE)/package-lock.json
 	cd $(CONFORMANCE) && npm ci --no-audit --no-fund
@@ -84,6 +99,11 @@ pytest-django6: $(VENV_DJ6)/.installed state-client sessions-ui chromium nginx
 
 conformance: install $(CONFORMANCE)/node_modules/.installed
 	CONFORMANCE_DB=$(TEST_DB)_conformance $(PY) $(CONFORMANCE)/run.py
+
+# The suite against the lean app under the production preset (make serve).
+conformance-serve: install $(VENV)/.serve-installed $(CONFORMANCE)/node_modules/.installed
+	CONFORMANCE_DB=$(TEST_DB)_conformance CONFORMANCE_SERVER_CMD='$(SERVE_CMD)' \
+		$(PY) $(CONFORMANCE)/run.py example_project.asgi:application
 
 # Our server beside the Node reference server, same machine, one run (bench/run.py).
 # BENCH_ARGS=--quick for a smoke run; BENCH_SERVER=uvicorn|granian to compare ASGI servers.
