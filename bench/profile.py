@@ -110,6 +110,8 @@ async def main_async(args) -> None:
             f"{cpu / args.requests * 1e6:.0f} us CPU (profiled) per request, "
             f"{calls / args.requests:.0f} function calls per request"
         )
+        if args.dump:
+            profiler.dump_stats(f"{args.dump}.{mode}")
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats(args.sort).print_stats(args.top)
         print(out.getvalue())
@@ -124,6 +126,7 @@ def main() -> None:
     ap.add_argument("--mode", default="both", choices=["append", "read", "both"])
     ap.add_argument("--sort", default="tottime")
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--dump", metavar="PREFIX", help="write each profile to PREFIX.<mode>")
     args = ap.parse_args()
     args.modes = ["append", "read"] if args.mode == "both" else [args.mode]
     import django
