@@ -1,6 +1,6 @@
 """Profile the per-request cost of the lean ASGI path, in process, no server.
 
-    DATABASE_URL=... .venv/bin/python -m bench.profile [--requests 2000] [--mode append|read|both]
+    DATABASE_URL=... .venv/bin/python -m bench.hotpath [--requests 2000] [--mode append|read|both]
 
 Drives ``example_project.asgi.application`` with ASGI messages straight from
 Python (one request at a time, as one keep-alive writer would), so what is
@@ -121,7 +121,7 @@ async def main_async(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.profile")
+    ap = argparse.ArgumentParser(prog="python -m bench.hotpath")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--mode", default="both", choices=["append", "read", "both"])
     ap.add_argument("--sort", default="tottime")
