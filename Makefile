@@ -21,7 +21,7 @@ STATE_JS := tests/js
 SESSIONS_UI := example_project/sessions/frontend
 SESSIONS_BUNDLE := example_project/sessions/static/sessions/session.js
 
-.PHONY: install run test pytest pytest-django6 conformance lint clean bench state-client chromium sessions-ui docs package-check
+.PHONY: install run serve test pytest pytest-django6 conformance conformance-serve lint clean bench state-client chromium nginx sessions-ui docs package-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,21 @@ run: install sessions-ui
 	$(PY) -m example_project.embedded serve -- sh -c '$(PY) manage.py migrate --noinput && \
 	  { $(PY) manage.py run_agents & AGENTS=$$!; trap "kill $$AGENTS 2>/dev/null" EXIT INT TERM; \
 	  $(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) example_project.asgi:application; }'
+
+# The production preset (docs/deployment.md): granian, the fastest ASGI server
+# that serves the project correctly on this machine (docs/performance.md), one
+# worker process per core, DEBUG off. {python}, {port} and {app} are filled in.
+SERVE_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+SERVE_CMD ?= {python} -m granian --interface asginl --host 127.0.0.1 --port {port} \
+	--workers $(SERVE_WORKERS) --loop uvloop --no-access-log --backlog 4096 {app}
+
+$(VENV)/.serve-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e ".[example,test,docs,serve]"
+	touch $@
+
+serve: install $(VENV)/.serve-installed sessions-ui
+	$(PY) manage.py migrate --noinput
+	DJANGO_DEBUG=0 $(subst {app},example_project.asgi:application,$(subst {port},$(PORT),$(subst {python},$(PY),$(SERVE_CMD))))
 
 $(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package.json $(CONFORMANCE)/package-lock.json
 	cd $(CONFORMANCE) && npm ci --no-audit --no-fund
@@ -63,10 +78,15 @@ state-client: $(STATE_JS)/node_modules/.installed
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
+# The cache in front of the server (deploy/nginx-cache.conf), run by a test and
+# by make bench's cache scenario: Debian's nginx, installed only if missing.
+nginx:
+	@test -x /usr/sbin/nginx || (apt-get update && apt-get install -y nginx-light)
+
 test: state-client sessions-ui docs pytest pytest-django6 conformance package-check
 
 # The system Postgres on 127.0.0.1:5432 when it answers, else an embedded one.
-pytest: install state-client sessions-ui chromium
+pytest: install state-client sessions-ui chromium nginx
 	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)) $(PY) -m pytest
 
 $(VENV_DJ6)/.installed: pyproject.toml
@@ -76,12 +96,17 @@ $(VENV_DJ6)/.installed: pyproject.toml
 	$(VENV_DJ6)/bin/python -m pip install -q -e ".[example,test]" "django>=6.0,<6.1"
 	touch $@
 
-pytest-django6: $(VENV_DJ6)/.installed state-client sessions-ui chromium
+pytest-django6: $(VENV_DJ6)/.installed state-client sessions-ui chromium nginx
 	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)_dj6) \
 		$(VENV_DJ6)/bin/python -m pytest -p no:cacheprovider
 
 conformance: install $(CONFORMANCE)/node_modules/.installed
 	CONFORMANCE_DB=$(TEST_DB)_conformance $(PY) $(CONFORMANCE)/run.py
+
+# The suite against the lean app under the production preset (make serve).
+conformance-serve: install $(VENV)/.serve-installed $(CONFORMANCE)/node_modules/.installed
+	CONFORMANCE_DB=$(TEST_DB)_conformance CONFORMANCE_SERVER_CMD='$(SERVE_CMD)' \
+		$(PY) $(CONFORMANCE)/run.py example_project.asgi:application
 
 # Our server beside the Node reference server, same machine, one run (bench/run.py).
 # BENCH_ARGS=--quick for a smoke run; BENCH_SERVER=uvicorn|granian to compare ASGI servers.
@@ -95,7 +120,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e ".[example,test,bench]"
 	touch $@
 
-bench: install $(VENV)/.bench-installed $(BENCH_REF)/node_modules/.installed
+bench: install nginx $(VENV)/.bench-installed $(BENCH_REF)/node_modules/.installed
 	$(PY) -m bench $(BENCH_ARGS)
 
 # The wheel and sdist as released: built, twine-checked, and the wheel installed

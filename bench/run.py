@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import extra
 from .scenarios import Bench, Params
 from .servers import (
     RESULTS,
@@ -64,7 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="full command line for ours, with {python} and {port} (env BENCH_SERVER_CMD)",
     )
     ap.add_argument(
-        "--scenarios", default="1,2,3,4,5", help="comma-separated subset of 1-5 (default: all)"
+        "--scenarios",
+        default="1,2,3,4,5,6,7",
+        help="comma-separated subset of 1-7 (default: all; 6: the trivial-app ceiling, "
+        "7: long-poll readers through the nginx cache; both for ours only)",
     )
     ap.add_argument("--fanout", default=None, help="fan-out levels, e.g. 1000,5000,10000")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"), help="JSON results file")
@@ -135,6 +139,10 @@ def _lat(*vals: Any) -> str:
     return " / ".join(_num(v, 1) for v in vals)
 
 
+def _ratio(a: Any, b: Any) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
 def _get(res: dict, scenario: str, key: str) -> Any:
     return res.get(scenario, {}).get(key)
 
@@ -188,6 +196,10 @@ def table_rows(params: Params) -> list[tuple[str, Callable[[dict], str]]]:
             lambda r, sc=sc: _lat(_get(r, sc, "p99_ms"), _get(r, sc, "max_ms")),
         )
         add("   server KB per idle reader", lambda r, sc=sc: _num(_get(r, sc, "kb_per_conn"), 1))
+        add(
+            "   server CPU us per delivery",
+            lambda r, sc=sc: _num(_get(r, sc, "cpu_us_per_delivery"), 1),
+        )
 
         def appended(r: dict, sc: str = sc) -> str:
             res = r.get(sc, {})
@@ -196,6 +208,25 @@ def table_rows(params: Params) -> list[tuple[str, Callable[[dict], str]]]:
             return f"{res.get('messages')}/{res['planned']}"
 
         add("   appends made at 10/s (of planned)", appended)
+
+    add(
+        "6. ceiling: trivial ASGI app, same server: req/s",
+        lambda r: _num(_get(r, "ceiling", "msgs_per_s")),
+    )
+    add(
+        "   ours appends (1 stream) / ceiling",
+        lambda r: _ratio(_get(r, "appends_1", "msgs_per_s"), _get(r, "ceiling", "msgs_per_s")),
+    )
+    sc = "cache"
+    add(
+        f"7. cache: {params.cache_readers:,} long-poll via nginx: all got all",
+        lambda r: _num(_get(r, "cache", "all_delivered")),
+    )
+    add(
+        "   delivery p50 / p99 / max ms",
+        lambda r: _lat(*(_get(r, "cache", k) for k in ("p50_ms", "p99_ms", "max_ms"))),
+    )
+    add("   origin requests per append", lambda r: _num(_get(r, "cache", "origin_per_append"), 2))
 
     def total_errors(r: dict) -> str:
         return _num(sum(int(v.get("errors") or 0) for v in r.values() if isinstance(v, dict)))
@@ -265,6 +296,23 @@ def judge_targets(results: dict[str, dict]) -> list[dict]:
     ok = _get(ours, "live", "all_delivered")
     met = None if lp is None or sse is None else (lp < 30 and sse < 30 and bool(ok))
     target("live p99 < 30 ms, long-poll and SSE, 100 readers each", f"{lp} / {sse} ms", met)
+    ce = _get(ours, "ceiling", "msgs_per_s")
+    r = round(a / ce, 2) if a and ce else None
+    target(
+        "appends (1 stream) >= 0.8x the ceiling (trivial app, same server)",
+        r,
+        r >= 0.8 if r else None,
+    )
+    cache = ours.get("cache", {})
+    if cache.get("origin_per_append") is not None:
+        per, p99 = cache["origin_per_append"], cache.get("p99_ms")
+        met = bool(cache.get("all_delivered")) and per <= 2 and p99 is not None and p99 < 1000
+        target(
+            f"cache: {cache.get('readers')} long-poll readers, all delivered, <= 2 origin "
+            "requests per append, p99 < 1 s",
+            f"{per} per append, p99 {p99} ms, all delivered {cache.get('all_delivered')}",
+            met,
+        )
     f = ours.get("fanout_10000", {})
     if f and "kept_up" in f:
         p99, kb = f.get("p99_ms"), f.get("kb_per_conn")
@@ -363,12 +411,37 @@ async def run_server(spec: Any, params: Params, scenarios: set[str], run_id: str
                 f"   {name} ({time.monotonic() - t0:.0f}s): {summary(name, results[name])}",
                 flush=True,
             )
+        if spec.key == "ours":
+            await _extra_rows(spec, params, scenarios, run_id, results, fresh)
     finally:
         for server in servers:
             server.stop()
             if server.log_path.exists() and server.log_path.stat().st_size == 0:
                 server.log_path.unlink()
     return results
+
+
+async def _extra_rows(spec, params, scenarios, run_id, results, fresh) -> None:
+    """Scenarios 6 (the trivial-app ceiling) and 7 (the nginx cache), ours only."""
+    steps = []
+    if "7" in scenarios:
+        steps.append(("cache", lambda: _cache_row(fresh, params)))
+    if "6" in scenarios:
+        steps.append(("ceiling", lambda: extra.ceiling(spec, params, run_id)))
+    for name, run in steps:
+        t0 = time.monotonic()
+        try:
+            results[name] = await run()
+        except Exception as e:  # recorded; the run goes on
+            results[name] = {"error": f"{type(e).__name__}: {e}"[:500], "errors": 1}
+        print(f"   {name} ({time.monotonic() - t0:.0f}s): {summary(name, results[name])}")
+
+
+async def _cache_row(fresh, params) -> dict:
+    bench = await fresh("cache")
+    result = await extra.cache(bench, params.cache_readers)
+    bench.server.stop()
+    return result
 
 
 async def amain(args: argparse.Namespace) -> dict | None:

@@ -57,6 +57,8 @@ class Params:
     fanout_rate: float = 10.0
     fanout_procs: int = 4
     fanout_connect_seconds: float = 40.0
+    # scenario 7: long-poll readers through the nginx cache
+    cache_readers: int = 5000
     # after the writer is done: time for deliveries still under way
     drain_seconds: float = 10.0
     # the closed-loop writer gives up this long after its planned end
@@ -78,6 +80,7 @@ class Params:
             fanout_seconds=2.0,
             fanout_procs=2,
             fanout_connect_seconds=20.0,
+            cache_readers=300,
         )
 
 
@@ -511,6 +514,7 @@ class Bench:
         t_spawn = time.monotonic()
         group = WorkerGroup("live", cfgs)
         out: dict[str, Any] = {"readers": readers}
+        delivery_cpu = 0.0
         try:
             ready = await group.gather("ready", p.fanout_connect_seconds + 60)
             subscribed = sum(r["subscribed"] for r in ready)
@@ -535,6 +539,9 @@ class Bench:
             out["server_cpu"] = rate(self.server.cpu_seconds() - cpu0, t_drain - t_write)
             results = await group.gather("done", p.drain_seconds + 60)
             t_done = time.monotonic()
+            # Everything the server did from the first append to the last
+            # delivery (idle readers cost nothing), per message delivered.
+            delivery_cpu = self.server.cpu_seconds() - cpu0
             out["client_cpu"] = rate(sum(r["cpu_s"] for r in results), t_done - t_spawn)
             out["write_s"] = round(t_drain - t_write, 1)
             out["drain_s"] = round(t_done - t_drain, 1)
@@ -544,6 +551,8 @@ class Bench:
         j = self._judge([r["sse"] for r in results], count, digest)
         bad = j["readers"] - j["complete"]
         errors = len(werrors) + j["reader_errors"] + j["gaps"] + j["duplicates"] + bad
+        if j["deliveries"] and delivery_cpu:
+            out["cpu_us_per_delivery"] = round(delivery_cpu / j["deliveries"] * 1e6, 1)
         out.update(
             messages=count,
             planned=planned,

@@ -46,6 +46,12 @@ SERVER_COMMANDS = {
         "{python} -m uvicorn --host 127.0.0.1 --port {port} --no-access-log --lifespan off "
         "--backlog 4096 example_project.asgi:application"
     ),
+    # make serve's production preset: granian, one worker per core.
+    "serve": (
+        "{python} -m granian --interface asginl --host 127.0.0.1 --port {port} --no-access-log "
+        f"--workers {os.cpu_count() or 2} --loop uvloop --backlog 4096 --backpressure 16384 "
+        "example_project.asgi:application"
+    ),
     "granian": (
         "{python} -m granian --interface asginl --host 127.0.0.1 --port {port} --no-access-log "
         "--backlog 4096 --backpressure 16384 example_project.asgi:application"

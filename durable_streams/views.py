@@ -136,19 +136,30 @@ def _error(exc: StreamError) -> HttpResponse:
     return response
 
 
+# Statuses that never carry a body: no Content-Length either (RFC 9110 8.6).
+_NO_BODY = frozenset({204, 304})
+
+
 def _common_headers(request: HttpRequest, response: HttpResponse) -> None:
-    if not response.streaming and "Content-Length" not in response:
+    if (
+        not response.streaming
+        and response.status_code not in _NO_BODY
+        and "Content-Length" not in response
+    ):
         # Not left to CommonMiddleware, which a project may not use: without
         # it ASGI servers fall back to chunked encoding.
         response["Content-Length"] = str(len(response.content))
     response["X-Content-Type-Options"] = "nosniff"
     response["Cross-Origin-Resource-Policy"] = ds_settings.CROSS_ORIGIN_RESOURCE_POLICY
-    origin = request.headers.get("Origin")
     allowed = ds_settings.CORS_ALLOWED_ORIGINS
-    if origin and origin in allowed:
+    origin = request.headers.get("Origin")
+    if any(o != "*" for o in allowed):
+        # Vary whatever this request's origin: a cache must never serve a copy
+        # made for one origin (with or without the CORS headers) to another.
+        response["Vary"] = "Origin"
+    if origin and origin != "*" and origin in allowed:
         # Named explicitly: the only origins that may send credentials.
         response["Access-Control-Allow-Origin"] = origin
-        response["Vary"] = "Origin"
         if ds_settings.CORS_ALLOW_CREDENTIALS:
             response["Access-Control-Allow-Credentials"] = "true"
     elif "*" in allowed:
@@ -398,14 +409,20 @@ async def _long_poll(request: HttpRequest, path: str, position: int | None) -> H
     if result.units:
         response = _read_response(result)
         response["ETag"] = _etag(result)
-        response["Cache-Control"] = ds_settings.CACHE_CONTROL
+        # offset=now is "future data from whenever you ask": an answer kept
+        # by a cache would hand a later reader old data (spec 8).
+        response["Cache-Control"] = "no-store" if position is None else ds_settings.CACHE_CONTROL
     else:
         response = _empty(204)
         response["Stream-Next-Offset"] = result.next_offset
         response["Stream-Up-To-Date"] = "true"
         if result.closed:
             response["Stream-Closed"] = "true"
-        response["Cache-Control"] = "no-store"
+        # A timeout is no answer to keep. The end of a closed stream is final:
+        # cacheable, so a cache in front answers every waiting reader of the
+        # close with one origin request instead of one each.
+        final = result.closed and position is not None
+        response["Cache-Control"] = ds_settings.CACHE_CONTROL if final else "no-store"
     if not result.closed:
         response["Stream-Cursor"] = cursor
     return response

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from importlib import import_module
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.http import HttpRequest
@@ -33,24 +34,31 @@ def request_user(request: HttpRequest):
     return get_user(with_session)
 
 
+def _is_member(request: HttpRequest, path: str) -> bool:
+    from .models import Membership
+
+    user = request_user(request)
+    if not user.is_authenticated:
+        raise Unauthorized("sign in to read this session")
+    session_id = session_id_of(path)
+    return (
+        session_id is not None
+        and Membership.objects.filter(session_id=session_id, user=user).exists()
+    )
+
+
 class SessionsPolicy(AllowAll):
     """Members read their sessions' streams; nobody writes them over HTTP."""
 
-    def can_read(self, request: HttpRequest, path: str) -> bool:
+    # Coroutines: the demo streams' answers need no database, so they are
+    # given on the event loop; only a session's membership check takes a
+    # database thread (a plain method would take one for every request).
+    async def can_read(self, request: HttpRequest, path: str) -> bool:
         if not path.startswith(STREAM_PREFIX):
             return True
-        from .models import Membership
+        return await sync_to_async(_is_member)(request, path)
 
-        user = request_user(request)
-        if not user.is_authenticated:
-            raise Unauthorized("sign in to read this session")
-        session_id = session_id_of(path)
-        return (
-            session_id is not None
-            and Membership.objects.filter(session_id=session_id, user=user).exists()
-        )
-
-    def _not_sessions(self, request: HttpRequest, path: str) -> bool:
+    async def _not_sessions(self, request: HttpRequest, path: str) -> bool:
         return not path.startswith(STREAM_PREFIX)
 
     can_create = can_append = can_close = can_delete = can_fork = _not_sessions

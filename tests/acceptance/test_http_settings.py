@@ -57,6 +57,21 @@ def test_other_origins_get_no_cors_headers_but_the_same_answer(http, restricted_
         assert "Access-Control-Expose-Headers" not in response.headers
 
 
+def test_vary_origin_does_not_depend_on_the_request_origin(http, restricted_server):
+    # A cache keeps the first copy it sees: if a request without an allowed
+    # origin got no Vary, its copy (no CORS headers) would serve allowed browsers.
+    url = restricted_server.stream_url(unique())
+    http.put(url, headers=TEXT, content=b"abc")
+    for origin in (ALLOWED, "https://evil.example", None):
+        headers = {"Origin": origin} if origin else {}
+        for response in (
+            http.get(url, params={"offset": "-1"}, headers=headers),
+            http.head(url, headers=headers),
+            http.get(url, params={"offset": "bad"}, headers=headers),
+        ):
+            assert response.headers["Vary"] == "Origin", (origin, response.status_code)
+
+
 def test_a_custom_cache_control_is_sent_on_catch_up_and_long_poll_reads(http, restricted_server):
     url = restricted_server.stream_url(unique())
     tail = http.put(url, headers=TEXT, content=b"abc").headers["Stream-Next-Offset"]

@@ -10,6 +10,7 @@ and stops the server. Exits non-zero if any run failed.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -93,8 +94,15 @@ def run_suite(app: str, env: dict) -> int:
     base = f"http://127.0.0.1:{port}"
     (ROOT / ".data").mkdir(exist_ok=True)
     log = open(ROOT / ".data" / f"conformance-{app.rsplit(':', 1)[1]}.log", "w")
+    # CONFORMANCE_SERVER_CMD: another server's command line, with {python},
+    # {port} and {app} filled in (make conformance-serve: the production preset).
+    template = env.get("CONFORMANCE_SERVER_CMD")
+    if template:
+        command = shlex.split(template.format(python=PY, port=port, app=app))
+    else:
+        command = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
     server = subprocess.Popen(
-        [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
+        command,
         cwd=ROOT,
         env=env,
         stdout=log,
