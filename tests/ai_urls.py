@@ -1,7 +1,12 @@
-"""The test URLconf plus the example AI chat endpoints (tests/ai_settings.py)."""
+"""The test URLconf plus the AI endpoints (tests/ai_settings.py): the example
+chat endpoints and the durable proxy."""
 
 from django.urls import include, path
 
 from tests.stateapp.urls import urlpatterns as state_urlpatterns
 
-urlpatterns = [*state_urlpatterns, path("", include("example_project.ai_urls"))]
+urlpatterns = [
+    *state_urlpatterns,
+    path("v1/proxy/", include("durable_streams.proxy.urls")),
+    path("", include("example_project.ai_urls")),
+]
