@@ -45,11 +45,10 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from . import content, offsets, storage
+from . import content, live, offsets, storage
 from .ai.encoding import Text, default_text_error
 from .ai.writer import TokenWriter
 from .exceptions import StreamError
-from .live import watch
 
 logger = logging.getLogger("durable_streams.resumable")
 
@@ -252,23 +251,16 @@ def _resume_headers(
 async def _tail(path: str, stream_id: str, position: int, sse_ids: bool) -> AsyncIterator[bytes]:
     """The stream's bytes from ``position``, live, until it is closed."""
     state = _IdState()
-    meta = await storage.arequire_stream(path)
-    async with watch(meta.id) as changes:
-        while True:
-            try:
-                result = await storage.aread(path, position, shared_since=changes.woken_at)
-            except StreamError:
-                return  # deleted or expired
-            if result.body:
-                body = result.body
-                if sse_ids:
-                    body = state.add_ids(body, result.start, stream_id)
-                yield body
-            position = result.next_position
-            if result.closed:
-                return
-            if result.up_to_date:
-                await changes.wait(15.0)
+    try:
+        async with live.Follow(path, position) as reads:
+            async for result in reads:
+                if result.body:
+                    body = result.body
+                    if sse_ids:
+                        body = state.add_ids(body, result.start, stream_id)
+                    yield body
+    except StreamError:
+        return  # deleted or expired while followed
 
 
 class _IdState:

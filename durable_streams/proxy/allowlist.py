@@ -18,6 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from django.conf import settings
+
+from ..conf import ds_settings
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -89,3 +93,10 @@ def invalid_patterns(patterns: object) -> list[str]:
         for p in patterns
         if not isinstance(p, str) or parse(p.replace("*.", "wildcard.", 1)) is None
     ]
+
+
+def allow_localhost() -> bool:
+    """The SSRF development exception for upstreams on loopback
+    (``PROXY_ALLOW_LOCALHOST``; None follows ``DEBUG``)."""
+    value = ds_settings.PROXY_ALLOW_LOCALHOST
+    return bool(settings.DEBUG) if value is None else value

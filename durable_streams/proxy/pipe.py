@@ -23,9 +23,9 @@ import httpcore
 from .. import api, content
 from ..ai.encoding import Text
 from ..ai.writer import TokenWriter
+from ..conf import ds_settings
 from ..exceptions import NotFound, StreamError
 from ..executor import run
-from . import conf
 
 logger = logging.getLogger("durable_streams.proxy")
 
@@ -37,7 +37,7 @@ _KNOWN_MAX = 10_000
 
 
 def data_path(stream_id: str) -> str:
-    return f"{conf.get('PROXY_STREAM_PREFIX')}{stream_id}"
+    return f"{ds_settings.PROXY_STREAM_PREFIX}{stream_id}"
 
 
 def meta_path(stream_id: str) -> str:
@@ -76,17 +76,17 @@ def writer_for(stream_id: str, upstream_type: str) -> TokenWriter:
     return TokenWriter(
         data_path(stream_id),
         encoding=encoding,
-        linger=float(conf.get("PROXY_LINGER")),
+        linger=float(ds_settings.PROXY_LINGER),
         # Units are upstream reads (usually one SSE event each): bytes bound the batch too.
-        batch_size=max(1, int(conf.get("PROXY_BATCH_BYTES")) // 64),
-        ttl_seconds=int(conf.get("PROXY_STREAM_TTL")),
+        batch_size=max(1, int(ds_settings.PROXY_BATCH_BYTES) // 64),
+        ttl_seconds=int(ds_settings.PROXY_STREAM_TTL),
         producer_id=f"proxy-{stream_id}",
     )
 
 
 async def create(stream_id: str, upstream_type: str) -> TokenWriter:
     """Create the data and meta streams; raises on a storage failure."""
-    ttl = int(conf.get("PROXY_STREAM_TTL"))
+    ttl = int(ds_settings.PROXY_STREAM_TTL)
     await api.acreate_stream(
         meta_path(stream_id),
         content_type="application/json",
@@ -120,12 +120,15 @@ async def _pipe(stream_id: str, writer: TokenWriter, response: httpcore.Response
     finally:
         await asyncio.shield(response.aclose())
     try:
-        if error is None:
-            await writer.finish()  # flushes what is buffered, then closes
-        else:
+        if error is not None:
             logger.warning("proxy stream %s: upstream body failed: %s", stream_id, error)
-            await writer.fail(error)
+        # The outcome before the data stream closes: a reader that sees the
+        # close (Stream-Closed) also gets Proxy-Outcome.
         await _record(stream_id, outcome)
+        if error is None:
+            await writer.finish()
+        else:
+            await writer.fail(error)
     except NotFound:
         pass  # deleted while piping
     except Exception:

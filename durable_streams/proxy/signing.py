@@ -16,12 +16,12 @@ import time
 
 from django.http import HttpRequest
 
-from . import conf
+from ..conf import ds_settings
 from .errors import ProxyError
 
 
 def _key() -> bytes:
-    secret = conf.get("PROXY_SECRET")
+    secret = ds_settings.PROXY_SECRET
     if not secret:
         raise ProxyError(401, "INVALID_SECRET", "the proxy is not configured (PROXY_SECRET)")
     # A key of its own, so a signature never equals anything the secret signs elsewhere.
@@ -36,7 +36,7 @@ def signature(stream_id: str, expires: int | str) -> str:
 def sign(stream_id: str, expires: int | None = None) -> str:
     """The query string ``expires=...&signature=...`` for ``stream_id``."""
     if expires is None:
-        expires = int(time.time()) + int(conf.get("PROXY_URL_EXPIRES"))
+        expires = int(time.time()) + int(ds_settings.PROXY_URL_EXPIRES)
     return f"expires={expires}&signature={signature(stream_id, expires)}"
 
 
@@ -70,6 +70,6 @@ def verify_service(request: HttpRequest) -> None:
             token = value.strip()
     if not token:
         raise ProxyError(401, "MISSING_SECRET", "service authentication required")
-    secret = conf.get("PROXY_SECRET")
+    secret = ds_settings.PROXY_SECRET
     if not secret or not hmac.compare_digest(token.encode(), secret.encode()):
         raise ProxyError(401, "INVALID_SECRET", "invalid service credentials")

@@ -10,7 +10,8 @@ import httpcore
 from django.http import HttpRequest
 
 from .. import ssrf
-from . import conf
+from ..conf import ds_settings
+from . import allowlist
 from .errors import ProxyError
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
@@ -70,7 +71,7 @@ def _pool() -> httpcore.AsyncConnectionPool:
     pool = _pools.get(loop)
     if pool is None:
         pool = httpcore.AsyncConnectionPool(
-            network_backend=ssrf.GuardedBackend(conf.allow_localhost),
+            network_backend=ssrf.GuardedBackend(allowlist.allow_localhost),
             max_connections=1000,
             keepalive_expiry=30.0,
         )
@@ -82,13 +83,13 @@ async def send(method: str, url: str, headers: list, body: bytes) -> httpcore.Re
     """Send the request and wait for the response headers (spec 8.1); the body
     is left to stream (``aiter_stream()``, then ``aclose()``). Raises
     :class:`ProxyError` with the spec's codes."""
-    header_timeout = float(conf.get("PROXY_HEADER_TIMEOUT"))
+    header_timeout = float(ds_settings.PROXY_HEADER_TIMEOUT)
     timeouts = {
         "connect": header_timeout,
         "write": header_timeout,
         "pool": header_timeout,
         # Between two reads: the body inactivity timeout once headers are in.
-        "read": float(conf.get("PROXY_IDLE_TIMEOUT")),
+        "read": float(ds_settings.PROXY_IDLE_TIMEOUT),
     }
     # httpcore sends only the headers given: Host is the upstream's (spec 5.1).
     host = [("Host", urlsplit(url).netloc)]

@@ -16,8 +16,9 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import views as stream_views
+from ..conf import ds_settings
 from ..exceptions import NotFound, StreamError
-from . import allowlist, conf, pipe, signing, upstream
+from . import allowlist, pipe, signing, upstream
 from .errors import ProxyError
 
 logger = logging.getLogger("durable_streams.proxy")
@@ -40,7 +41,7 @@ ALLOWED_HEADERS = ", ".join(
 
 def _finish(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     # The stream views' common headers (CORS, nosniff, Content-Length), plus ours.
-    stream_views._common_headers(request, response)
+    stream_views.finish(request, response)
     if "Access-Control-Allow-Origin" in response:
         response["Access-Control-Expose-Headers"] = EXPOSED
     return response
@@ -94,12 +95,12 @@ async def _create(request: HttpRequest) -> HttpResponse:
     target = allowlist.parse(url.strip())
     if target is None:
         raise ProxyError(403, "UPSTREAM_NOT_ALLOWED", "Upstream-URL is not a valid http(s) URL")
-    if not allowlist.is_allowed(target, list(conf.get("PROXY_ALLOWED_UPSTREAMS") or [])):
+    if not allowlist.is_allowed(target, list(ds_settings.PROXY_ALLOWED_UPSTREAMS or [])):
         raise ProxyError(403, "UPSTREAM_NOT_ALLOWED", "Upstream-URL is not in the allowlist")
     from .. import ssrf
 
     try:
-        ssrf.check_host(target.host, allow_localhost=conf.allow_localhost())
+        ssrf.check_host(target.host, allow_localhost=allowlist.allow_localhost())
     except ssrf.UnsafeURL as exc:
         raise ProxyError(403, "UPSTREAM_NOT_ALLOWED", str(exc)) from None
     body = _read_body(request)
@@ -109,7 +110,7 @@ async def _create(request: HttpRequest) -> HttpResponse:
         await response.aclose()
         raise ProxyError(400, "REDIRECT_NOT_ALLOWED", "Proxy cannot follow redirects")
     if not 200 <= response.status < 300:
-        error_body = await upstream.read_limited(response, int(conf.get("PROXY_MAX_ERROR_BODY")))
+        error_body = await upstream.read_limited(response, int(ds_settings.PROXY_MAX_ERROR_BODY))
         answer = HttpResponse(
             error_body,
             status=502,
@@ -139,7 +140,7 @@ async def _create(request: HttpRequest) -> HttpResponse:
 
 
 def _read_body(request: HttpRequest) -> bytes:
-    limit = int(conf.get("PROXY_MAX_REQUEST_BODY"))
+    limit = int(ds_settings.PROXY_MAX_REQUEST_BODY)
     declared = request.META.get("CONTENT_LENGTH")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ProxyError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes")
@@ -171,18 +172,18 @@ def _not_found() -> ProxyError:
     return ProxyError(404, "STREAM_NOT_FOUND", "stream does not exist")
 
 
-async def _delegate(handler, request: HttpRequest, stream_id: str) -> HttpResponse:
+async def _delegate(request: HttpRequest, stream_id: str) -> HttpResponse:
     """Serve the request as the stream URL would, plus the proxy's headers."""
     if not _STREAM_ID.fullmatch(stream_id):
         raise _not_found()
     try:
-        response = await handler(request, pipe.data_path(stream_id))
+        response = await stream_views.read(request, pipe.data_path(stream_id))
     except NotFound:
         raise _not_found() from None
     except StreamError as exc:
         if exc.status in (404, 410):
             raise _not_found() from None
-        return stream_views._error(exc)
+        return stream_views.error_response(request, exc)
     info = await pipe.info(stream_id)
     if "upstreamContentType" in info:
         response["Upstream-Content-Type"] = info["upstreamContentType"]
@@ -197,12 +198,12 @@ async def _get(request: HttpRequest, stream_id: str) -> HttpResponse:
         signing.verify_signature(request, stream_id)
     else:
         signing.verify_service(request)
-    return await _delegate(stream_views._get, request, stream_id)
+    return await _delegate(request, stream_id)
 
 
 async def _head(request: HttpRequest, stream_id: str) -> HttpResponse:
     signing.verify_service(request)  # never a capability URL (spec 4.4)
-    return await _delegate(stream_views._head, request, stream_id)
+    return await _delegate(request, stream_id)
 
 
 async def _patch(request: HttpRequest, stream_id: str) -> HttpResponse:
