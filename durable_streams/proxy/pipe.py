@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 import httpcore
 
-from .. import api, content
+from .. import api, content, live
 from ..ai.encoding import Text
 from ..ai.writer import TokenWriter
 from ..conf import ds_settings
@@ -101,11 +101,33 @@ async def create(stream_id: str, upstream_type: str) -> TokenWriter:
 
 def start(stream_id: str, writer: TokenWriter, response: httpcore.Response) -> None:
     """Pipe ``response``'s body into the stream in the background."""
-    task = asyncio.get_running_loop().create_task(
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(
         _pipe(stream_id, writer, response), name=f"durable-streams-proxy-{stream_id}"
     )
     _running[stream_id] = task
-    task.add_done_callback(lambda _: _running.pop(stream_id, None))
+    watcher = loop.create_task(_watch_abort(stream_id, task))
+
+    def done(_: asyncio.Task) -> None:
+        _running.pop(stream_id, None)
+        watcher.cancel()
+
+    task.add_done_callback(done)
+
+
+async def _watch_abort(stream_id: str, task: asyncio.Task) -> None:
+    """Cancel ``task`` when an abort request lands in the meta stream: an
+    abort answered by another server process (:func:`request_abort`)."""
+    try:
+        async with live.Follow(meta_path(stream_id), None) as reads:
+            async for result in reads:
+                if result.units and any(
+                    isinstance(m, dict) and m.get("abort") is True for m in json.loads(result.body)
+                ):
+                    task.cancel()
+                    return
+    except StreamError:
+        return  # the meta stream was deleted: the pipe ends on its own
 
 
 async def _pipe(stream_id: str, writer: TokenWriter, response: httpcore.Response) -> None:
@@ -147,6 +169,33 @@ def abort(stream_id: str) -> None:
     task = _running.get(stream_id)
     if task is not None:
         task.cancel()
+
+
+async def request_abort(stream_id: str, within: float = 10.0) -> None:
+    """Stop the pipe of ``stream_id`` wherever it runs, and wait (up to
+    ``within`` seconds) until what was received is stored.
+
+    In this process the task is cancelled directly; a pipe in another process
+    follows its meta stream (:func:`_watch_abort`) and stops on the abort
+    request appended there. Idempotent: a finished pipe's meta stream is
+    closed, and the request is then a no-op.
+    """
+    if stream_id in _running:
+        abort(stream_id)
+        await wait(stream_id)
+        return
+    try:
+        await api.aappend(meta_path(stream_id), [{"abort": True}])
+    except StreamError:
+        return  # closed (piping already ended) or gone
+    try:
+        async with asyncio.timeout(within):
+            async with live.Follow(meta_path(stream_id), None) as reads:
+                async for result in reads:
+                    if result.closed:
+                        return  # the pipe recorded its outcome and finished
+    except (TimeoutError, StreamError):
+        return
 
 
 async def wait(stream_id: str) -> None:

@@ -210,9 +210,9 @@ async def _patch(request: HttpRequest, stream_id: str) -> HttpResponse:
     signing.verify_signature(request, stream_id)  # never service auth (spec 4.3)
     if request.GET.get("action") != "abort":
         raise ProxyError(400, "INVALID_ACTION", 'query parameter action must be "abort"')
-    pipe.abort(stream_id)
-    # Answer once what was received is flushed, so a read right after sees it.
-    await pipe.wait(stream_id)
+    # Answer once what was received is stored, so a read right after sees it;
+    # the pipe may run in another server process (request_abort reaches it).
+    await pipe.request_abort(stream_id)
     response = HttpResponse(status=204)
     del response["Content-Type"]
     return response

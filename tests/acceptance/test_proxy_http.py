@@ -153,6 +153,23 @@ def test_abort_stops_the_upstream_keeps_what_was_received_and_is_idempotent(http
     assert http.patch(location + "&action=abort").status_code == 204
 
 
+def test_abort_through_another_server_process_stops_the_pipe_there(
+    http, proxy, server_factory, upstream
+):
+    # Two daphne processes on one database: the PATCH reaches the one that
+    # does not run the pipe, which asks the other through the meta stream.
+    other = _proxy_server(server_factory, upstream).url + "/v1/proxy/"
+    r = create(http, proxy, f"{upstream.url}/stall?n=3&interval=0.01&hold=20")
+    location = r.headers["Location"]
+    assert location.startswith(proxy)
+    time.sleep(0.5)
+    aborted = http.patch(other + location[len(proxy) :] + "&action=abort")
+    assert aborted.status_code == 204
+    body, last = read_to_end(http, location, deadline=5)
+    assert body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+    assert last.headers["Proxy-Outcome"] == "aborted"
+
+
 def test_body_inactivity_timeout_ends_piping_and_keeps_the_data(http, impatient_proxy, upstream):
     r = create(http, impatient_proxy, f"{upstream.url}/stall?n=2&interval=0.01&hold=10")
     assert r.status_code == 201
