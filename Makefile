@@ -17,11 +17,13 @@ TEST_DB ?= ds_$(shell printf '%s' '$(CURDIR)' | cksum | cut -d' ' -f1)
 CONFORMANCE := tests/conformance
 # The official @durable-streams/state client, run by tests/acceptance/test_state_client.py.
 STATE_JS := tests/js
+# The published AI transports' clients, run by tests/acceptance/test_ai_transports.py.
+AI_JS := tests/js_ai
 # The sessions page's browser bundle (StreamDB + TanStack DB), built by esbuild from npm.
 SESSIONS_UI := example_project/sessions/frontend
 SESSIONS_BUNDLE := example_project/sessions/static/sessions/session.js
 
-.PHONY: install run serve test pytest pytest-django6 conformance conformance-serve lint clean bench state-client chromium nginx sessions-ui docs package-check
+.PHONY: install run serve test pytest pytest-django6 conformance conformance-serve lint clean bench state-client ai-clients chromium nginx sessions-ui docs package-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +63,10 @@ $(STATE_JS)/node_modules/.installed: $(STATE_JS)/package.json $(STATE_JS)/packag
 	cd $(STATE_JS) && npm ci --no-audit --no-fund
 	touch $@
 
+$(AI_JS)/node_modules/.installed: $(AI_JS)/package.json $(AI_JS)/package-lock.json
+	cd $(AI_JS) && npm ci --no-audit --no-fund
+	touch $@
+
 $(SESSIONS_UI)/node_modules/.installed: $(SESSIONS_UI)/package.json $(SESSIONS_UI)/package-lock.json
 	cd $(SESSIONS_UI) && npm ci --no-audit --no-fund
 	touch $@
@@ -73,6 +79,9 @@ sessions-ui: $(SESSIONS_BUNDLE)
 # Installs the State Protocol client; both pytest runs drive it against daphne.
 state-client: $(STATE_JS)/node_modules/.installed
 
+# Installs @durable-streams/aisdk-transport and tanstack-ai-transport; both pytest runs drive them.
+ai-clients: $(AI_JS)/node_modules/.installed
+
 # The admin's browser test drives Debian's Chromium with Playwright, never a
 # browser build of its own: install the package only if it is missing.
 chromium:
@@ -83,10 +92,10 @@ chromium:
 nginx:
 	@test -x /usr/sbin/nginx || (apt-get update && apt-get install -y nginx-light)
 
-test: state-client sessions-ui docs pytest pytest-django6 conformance package-check
+test: state-client ai-clients sessions-ui docs pytest pytest-django6 conformance package-check
 
 # The system Postgres on 127.0.0.1:5432 when it answers, else an embedded one.
-pytest: install state-client sessions-ui chromium nginx
+pytest: install state-client ai-clients sessions-ui chromium nginx
 	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)) $(PY) -m pytest
 
 $(VENV_DJ6)/.installed: pyproject.toml
@@ -96,7 +105,7 @@ $(VENV_DJ6)/.installed: pyproject.toml
 	$(VENV_DJ6)/bin/python -m pip install -q -e ".[example,test]" "django>=6.0,<6.1"
 	touch $@
 
-pytest-django6: $(VENV_DJ6)/.installed state-client sessions-ui chromium nginx
+pytest-django6: $(VENV_DJ6)/.installed state-client ai-clients sessions-ui chromium nginx
 	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)_dj6) \
 		$(VENV_DJ6)/bin/python -m pytest -p no:cacheprovider
 
@@ -139,4 +148,4 @@ lint: install
 	$(VENV)/bin/ruff format --check durable_streams tests
 
 clean:
-	rm -rf site $(VENV) $(VENV_DJ6) $(CONFORMANCE)/node_modules $(BENCH_REF)/node_modules $(STATE_JS)/node_modules $(SESSIONS_UI)/node_modules $(SESSIONS_BUNDLE)
+	rm -rf site $(VENV) $(VENV_DJ6) $(CONFORMANCE)/node_modules $(BENCH_REF)/node_modules $(STATE_JS)/node_modules $(AI_JS)/node_modules $(SESSIONS_UI)/node_modules $(SESSIONS_BUNDLE)

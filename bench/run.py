@@ -66,9 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--scenarios",
-        default="1,2,3,4,5,6,7",
-        help="comma-separated subset of 1-7 (default: all; 6: the trivial-app ceiling, "
-        "7: long-poll readers through the nginx cache; both for ours only)",
+        default="1,2,3,4,5,6,7,8",
+        help="comma-separated subset of 1-8 (default: all; 6: the trivial-app ceiling, "
+        "7: long-poll readers through the nginx cache, 8: AI generations; ours only)",
     )
     ap.add_argument("--fanout", default=None, help="fan-out levels, e.g. 1000,5000,10000")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"), help="JSON results file")
@@ -227,6 +227,14 @@ def table_rows(params: Params) -> list[tuple[str, Callable[[dict], str]]]:
         lambda r: _lat(*(_get(r, "cache", k) for k in ("p50_ms", "p99_ms", "max_ms"))),
     )
     add("   origin requests per append", lambda r: _num(_get(r, "cache", "origin_per_append"), 2))
+    add(
+        f"8. {params.ai_generations} AI generations, {params.ai_rate:g} chunks/s: SSE p50 / p99 ms",
+        lambda r: _lat(_get(r, "ai", "p50_ms"), _get(r, "ai", "p99_ms")),
+    )
+    add(
+        "   appends per generation per linger interval (max)",
+        lambda r: _num(_get(r, "ai", "appends_per_linger_max"), 2),
+    )
 
     def total_errors(r: dict) -> str:
         return _num(sum(int(v.get("errors") or 0) for v in r.values() if isinstance(v, dict)))
@@ -328,6 +336,14 @@ def judge_targets(results: dict[str, dict]) -> list[dict]:
             None,
             None if not f else False,
         )
+    p99 = _get(ours, "ai", "p99_ms")
+    per = _get(ours, "ai", "appends_per_linger_max")
+    met = None if p99 is None or per is None else (p99 < 100 and per <= 1.0)
+    target(
+        "AI generations: p99 chunk-to-reader < 100 ms, <= 1 append per linger interval",
+        f"{p99} ms, {per}",
+        met,
+    )
     return out
 
 
@@ -340,7 +356,9 @@ def summary(name: str, res: dict) -> str:
     if "skipped" in res:
         return f"skipped: {res['skipped']}"
     keys = [
-        k for k in res if k.endswith(("per_s", "_ms", "kept_up", "kb_per_conn", "all_delivered"))
+        k
+        for k in res
+        if k.endswith(("per_s", "_ms", "kept_up", "kb_per_conn", "all_delivered", "_linger_max"))
     ]
     figures = ", ".join(f"{k}={res[k]}" for k in keys)
     tail = f"errors={res.get('errors')} verified={res.get('verified')}"
@@ -377,6 +395,8 @@ async def run_server(spec: Any, params: Params, scenarios: set[str], run_id: str
         ("4", "live", "live", ()),
     ]
     plan += [("5", f"fanout_{n}", "fanout_level", (n,)) for n in params.fanout_levels]
+    if spec.key == "ours":  # the generations write through our in-process API
+        plan.append(("8", "ai", "ai_generations", ()))
     plan = [step for step in plan if step[0] in scenarios]
     results: dict[str, dict] = {}
     fanout_reached = True

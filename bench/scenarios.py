@@ -1,4 +1,5 @@
-"""The five scenarios of issue 6, run against one started server.
+"""The five scenarios of issue 6, and issue 13's AI generations (bench/ai.py),
+run against one started server.
 
 Each returns a flat dict of figures (``None`` where a figure could not be
 measured) that always includes ``errors`` (failed requests, failed checks)
@@ -63,6 +64,11 @@ class Params:
     drain_seconds: float = 10.0
     # the closed-loop writer gives up this long after its planned end
     writer_slack_seconds: float = 3.0
+    # 6. AI generations (bench/ai.py): each at ai_rate chunks/s, one SSE reader each
+    ai_generations: int = 100
+    ai_rate: float = 50.0
+    ai_seconds: float = 10.0
+    ai_reader_procs: int = 2
 
     @classmethod
     def quick(cls) -> Params:
@@ -81,6 +87,9 @@ class Params:
             fanout_procs=2,
             fanout_connect_seconds=20.0,
             cache_readers=300,
+            ai_generations=20,
+            ai_seconds=3.0,
+            ai_reader_procs=1,
         )
 
 
@@ -487,6 +496,11 @@ class Bench:
         out["all_delivered"] = out["lp_all_delivered"] and out["sse_all_delivered"]
         out.update(errors=errors, verified=out["all_delivered"], error_samples=samples[:5])
         return out
+
+    async def ai_generations(self) -> dict:
+        from .ai import run
+
+        return await run(self)
 
     async def fanout_level(self, readers: int) -> dict:
         p = self.p

@@ -545,7 +545,21 @@ async def role_live(cfg: dict, chan: Channel) -> dict:
     return out
 
 
+async def role_ai_generate(cfg: dict, chan: Channel) -> dict:
+    from .ai import role_generate
+
+    return await role_generate(cfg, chan)
+
+
+async def role_ai_read(cfg: dict, chan: Channel) -> dict:
+    from .ai import role_read
+
+    return await role_read(cfg, chan)
+
+
 ROLES = {
+    "ai_generate": role_ai_generate,
+    "ai_read": role_ai_read,
     "append": role_append,
     "produce": role_produce,
     "catchup": role_catchup,

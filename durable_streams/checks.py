@@ -124,3 +124,14 @@ def check_streamed_models(app_configs=None, **kwargs) -> list:
                 )
             )
     return problems
+
+
+@register(Tags.security)
+def check_proxy(app_configs=None, **kwargs) -> list:
+    """E030: an invalid proxy allowlist entry; E032: upstreams but no secret;
+    W030: a secret shorter than 32 characters."""
+    if not ds_settings.is_mapping():
+        return []
+    from .proxy.checks import check_proxy_settings
+
+    return check_proxy_settings()

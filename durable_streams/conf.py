@@ -108,6 +108,16 @@ def _strings(value: Any) -> list[str]:
     return list(value)
 
 
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _relative_prefix(value: Any) -> str:
+    if not isinstance(value, str) or not value.endswith("/") or value.startswith("/"):
+        raise ValueError("must be a relative path ending in '/'")
+    return value
+
+
 def _class_or_path(value: Any) -> bool:
     return isinstance(value, (str, type))
 
@@ -271,6 +281,47 @@ KEYS: dict[str, Key] = {
         _flag,
         "Run the subscription engine (wakes, lease expiry, webhook sends) in every server"
         " process's event loop; False leaves it to `manage.py streams deliver`.",
+    ),
+    # The durable proxy (durable_streams.proxy, docs/proxy.md).
+    "PROXY_ALLOWED_UPSTREAMS": Key(
+        [], _strings, "Upstream URL prefixes the proxy may forward to; [] refuses every upstream."
+    ),
+    "PROXY_SECRET": Key(
+        None,
+        _optional_text,
+        "Proxy service secret and capability-URL signing key; None answers 401 to everything.",
+    ),
+    "PROXY_URL_EXPIRES": Key(
+        24 * 3600, _positive_integer, "Lifetime of a proxy capability URL, in seconds."
+    ),
+    "PROXY_STREAM_TTL": Key(
+        24 * 3600, _positive_integer, "TTL of the streams the proxy creates, in seconds."
+    ),
+    "PROXY_HEADER_TIMEOUT": Key(
+        60.0, _positive_number, "Seconds the proxy waits for upstream headers (504 after)."
+    ),
+    "PROXY_IDLE_TIMEOUT": Key(
+        600.0, _positive_number, "Seconds without an upstream byte before piping stops."
+    ),
+    "PROXY_MAX_ERROR_BODY": Key(
+        64 * 1024, _positive_integer, "Bytes of an upstream error body passed on with a 502."
+    ),
+    "PROXY_MAX_REQUEST_BODY": Key(
+        10 * 1024 * 1024, _positive_integer, "Largest request body the proxy forwards (413)."
+    ),
+    "PROXY_STREAM_PREFIX": Key(
+        "proxy/", _relative_prefix, "Path prefix of the streams the proxy creates."
+    ),
+    "PROXY_LINGER": Key(
+        0.05, _non_negative_number, "Seconds a batch of upstream chunks may wait before an append."
+    ),
+    "PROXY_BATCH_BYTES": Key(
+        4096, _positive_integer, "Batch bound of piping, in units of 64 bytes of upstream reads."
+    ),
+    "PROXY_ALLOW_LOCALHOST": Key(
+        None,
+        _optional_flag,
+        "SSRF development exception: upstreams on loopback; None follows DEBUG.",
     ),
 }
 

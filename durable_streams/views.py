@@ -457,3 +457,33 @@ _HANDLERS = {
     "DELETE": _delete,
     "OPTIONS": _options,
 }
+
+
+# --- for views that serve a stream's reads behind their own authorisation -------------
+
+READ_METHODS = "GET, HEAD, OPTIONS"
+
+
+async def read(request: HttpRequest, stream_path: str) -> HttpResponse:
+    """Answer a GET, HEAD or OPTIONS of the stream at ``stream_path`` exactly
+    as its URL would (catch-up, long-poll, SSE; offsets and cursors from the
+    query), without the access policy: for views that authorise the request
+    their own way (``ai.reads.serve_read``, the proxy). Any other method
+    answers 405.
+
+    Raises :class:`~durable_streams.exceptions.StreamError` (answer it with
+    :func:`error_response`); :func:`finish` adds the common headers.
+    """
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        response = HttpResponse(
+            "method not allowed\n", status=405, content_type="text/plain; charset=utf-8"
+        )
+        response["Allow"] = READ_METHODS
+        return response
+    return await _HANDLERS[request.method](request, storage.check_path(stream_path))
+
+
+def finish(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Add the headers every stream response carries (CORS, nosniff, Content-Length)."""
+    _common_headers(request, response)
+    return response

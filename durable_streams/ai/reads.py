@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from .. import storage, views
+from .. import views
 from ..exceptions import StreamError
 
 __all__ = ["serve_read"]
-
-_READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 async def serve_read(
@@ -29,18 +27,10 @@ async def serve_read(
     the shared-cache ``Cache-Control`` of catch-up reads private, since the
     route is authorised per user.
     """
-    if request.method not in _READ_METHODS:
-        response = HttpResponse(
-            "method not allowed\n", status=405, content_type="text/plain; charset=utf-8"
-        )
-        response["Allow"] = ", ".join(_READ_METHODS)
-        return response
     try:
-        stream_path = storage.check_path(stream_path)
-        response = await views._HANDLERS[request.method](request, stream_path)
+        response = await views.read(request, stream_path)
     except StreamError as exc:
         return views.error_response(request, exc)
     if private and response.get("Cache-Control", "").startswith("public"):
         response["Cache-Control"] = "private" + response["Cache-Control"][len("public") :]
-    views._common_headers(request, response)
-    return response
+    return views.finish(request, response)

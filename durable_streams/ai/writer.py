@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import api
+from ..conf import ds_settings
 from ..exceptions import StreamError
 from ..producers import Producer
 from .coalesce import Coalescer
@@ -38,22 +39,7 @@ logger = logging.getLogger("durable_streams.ai")
 
 __all__ = ["TokenWriter", "WriteResult", "awrite_stream", "write_stream"]
 
-# Defaults of the DURABLE_STREAMS keys the writer reads (README: settings).
-SETTING_DEFAULTS: dict[str, Any] = {
-    "AI_WRITER_LINGER": 0.05,
-    "AI_WRITER_BATCH_SIZE": 64,
-    "AI_WRITER_RETRIES": 3,
-}
 _RETRY_BACKOFF = 0.05  # seconds before the first retry; doubles each time
-
-
-def _setting(name: str) -> Any:
-    from ..conf import ds_settings
-
-    try:
-        return getattr(ds_settings, name)
-    except AttributeError:
-        return SETTING_DEFAULTS[name]
 
 
 SourceT = AsyncIterable[Any] | Iterable[Any]
@@ -183,12 +169,12 @@ class TokenWriter:
         self.ttl_seconds = ttl_seconds
         self.close_at_end = close
         self._coalescer = Coalescer(
-            float(_setting("AI_WRITER_LINGER") if linger is None else linger),
-            int(_setting("AI_WRITER_BATCH_SIZE") if batch_size is None else batch_size),
+            ds_settings.AI_WRITER_LINGER if linger is None else float(linger),
+            ds_settings.AI_WRITER_BATCH_SIZE if batch_size is None else int(batch_size),
         )
         self._producer_id = producer_id or f"ai-writer-{uuid.uuid4().hex}"
         self._epoch = epoch
-        self._retries = int(_setting("AI_WRITER_RETRIES") if retries is None else retries)
+        self._retries = ds_settings.AI_WRITER_RETRIES if retries is None else int(retries)
         self._appender: _Appender | None = None
         self._chunks = 0
         self._lock = asyncio.Lock()
