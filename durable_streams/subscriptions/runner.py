@@ -21,6 +21,7 @@ import weakref
 from django.utils import timezone
 
 from ..conf import ds_settings
+from ..exceptions import ServiceUnavailable
 from ..executor import run
 from . import delivery, engine
 
@@ -82,8 +83,16 @@ class Runner:
                 delay = await self._step()
             except asyncio.CancelledError:
                 raise
+            except ServiceUnavailable:
+                # The database is down (a restart, an outage): expected, so one
+                # line, and a full rescan once it answers (the step's dirty set
+                # may have been taken).
+                logger.warning("subscription engine: database unavailable; retrying")
+                self._recover = True
+                delay = 1.0
             except Exception:
                 logger.exception("subscription engine step failed")
+                self._recover = True
                 delay = 1.0
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
