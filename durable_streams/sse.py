@@ -111,7 +111,9 @@ async def events(follow: Follow, cursor: str, text_mode: bool) -> AsyncIterator[
                     yield out
                     sent_control = True
                     sent += len(out)
-                    if sent >= cap and not event.closed:
+                    # Never end inside a UTF-8 sequence split by a chunk: the
+                    # resumed response would start mid-character.
+                    if sent >= cap and not event.closed and not decoder.getstate()[0]:
                         logger.debug("SSE of %r ended after %d bytes", follow.path, sent)
                         return
         except StreamError as exc:
