@@ -52,8 +52,8 @@ $(VENV)/.serve-installed: $(VENV)/.installed pyproject.toml
 	touch $@
 
 serve: install $(VENV)/.serve-installed sessions-ui
-	$(PY) manage.py migrate --noinput
-	DJANGO_DEBUG=0 $(subst {app},example_project.asgi:application,$(subst {port},$(PORT),$(subst {python},$(PY),$(SERVE_CMD))))
+	DJANGO_DEBUG=0 $(PY) -m example_project.embedded serve -- sh -c '$(PY) manage.py migrate --noinput && \
+	  exec $(subst {app},example_project.asgi:application,$(subst {port},$(PORT),$(subst {python},$(PY),$(SERVE_CMD))))'
 
 $(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package.json $(CONFORMANCE)/package-lock.json
 	cd $(CONFORMANCE) && npm ci --no-audit --no-fund
