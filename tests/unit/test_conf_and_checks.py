@@ -180,6 +180,7 @@ BAD_VALUES = {
     "DATABASE_ALIAS": "",
     "NOTIFY_CHANNEL": None,
     "DB_POOL_SIZE": 0,
+    "DB_POOL_TIMEOUT": 0,
     "DB_THREADS": "4",
     "CURSOR_INTERVAL": 0,
     "CURSOR_EPOCH": "2024-10-09",
