@@ -6,7 +6,14 @@ class StateAppConfig(AppConfig):
     label = "stateapp"
     default_auto_field = "django.db.models.BigAutoField"
 
+    registered = False
+
     def ready(self) -> None:
+        # Django may call ready() again when a test overrides INSTALLED_APPS;
+        # registering twice would stream every member change twice.
+        if StateAppConfig.registered:
+            return
+        StateAppConfig.registered = True
         # The call form of registration, as a project would use for a model it
         # does not own: members stream into their room's stream, with a DRF
         # serializer and a UUID key.
