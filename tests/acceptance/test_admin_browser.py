@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -94,7 +95,9 @@ def test_admin_shows_a_stream_and_its_live_tail_updates_without_reload(stream, s
 def _look_and_follow(page, stream: str, server: str, http) -> None:
     from playwright.sync_api import expect
 
-    page.goto(f"{server}/admin/login/?next=/admin/durable_streams/stream/")
+    # Searched for: other tests' streams may fill the list's first page.
+    listing = quote(f"/admin/durable_streams/stream/?q={stream}", safe="")
+    page.goto(f"{server}/admin/login/?next={listing}")
     page.fill("#id_username", "admin")
     page.fill("#id_password", "admin-pw")
     page.click("input[type=submit]")

@@ -49,14 +49,16 @@ def row_of(body: str, path: str) -> str:
 
 
 def test_the_list_shows_each_stream_s_facts(admin_client):
-    chat, log, blob, fork = name("chat"), name("log"), name("blob"), name("fork")
+    # One unique prefix, searched for: other tests' streams may fill the first page.
+    tag = name("facts")
+    chat, log, blob, fork = (f"{tag}/{kind}" for kind in ("chat", "log", "blob", "fork"))
     api.create_stream(chat, content_type="application/json", data=[{"a": 1}, {"b": 2}, {"c": 3}])
     api.create_stream(log, content_type="text/plain", data="hello", ttl_seconds=60)
     api.create_stream(
         blob, content_type="application/octet-stream", data=b"\x00" * 1500, closed=True
     )
     storage.create_stream(fork, content_type=None, fork=storage.ForkSpec(chat, 2))
-    body = text(admin_client.get(LIST))
+    body = text(admin_client.get(LIST, {"q": f"{tag}/"}))
 
     chat_row = row_of(body, chat)
     assert "application/json" in chat_row and "|3|" in chat_row  # messages, not bytes
