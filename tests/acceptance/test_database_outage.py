@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import os
 import subprocess
 import sys
@@ -120,9 +121,18 @@ def outage_server(database, tmp_path) -> Iterator[ServerProcess]:
     server.stop()
 
 
+_STATUS_500 = re.compile(r'" 500 ')
+
+
 def server_errors(server: ServerProcess) -> str:
     log = server.log_path.read_text(errors="replace") if server.log_path else ""
-    return "\n".join(line for line in log.splitlines() if "Traceback" in line or " 500" in line)
+    # An access-log status is `"GET /path" 500 12`; a bare " 500" would also match a
+    # port such as 50045 in a connection warning.
+    return "\n".join(
+        line
+        for line in log.splitlines()
+        if "Traceback" in line or "Internal Server Error" in line or _STATUS_500.search(line)
+    )
 
 
 async def open_sse(client: httpx.AsyncClient, url: str, offset: str):
