@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import re
 
 import httpx
+
+from . import admin_session
 
 SESSIONS_POLICY = "example_project.sessions.policy.SessionsPolicy"
 
 
 def login(client: httpx.Client, server_url: str, username: str, password: str) -> None:
     """Sign in through the sessions' login page; the client keeps the cookies."""
-    page = client.get(server_url + "/sessions/login/")
-    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.content)
-    assert token, page.text[:300]
-    response = client.post(
-        server_url + "/sessions/login/",
-        data={
-            "csrfmiddlewaretoken": token.group(1).decode(),
-            "username": username,
-            "password": password,
-        },
-    )
-    assert response.status_code == 302, response.text[:300]
+    admin_session.login(client, server_url, username, password, page="/sessions/login/")
 
 
 def csrf(client: httpx.Client) -> dict[str, str]:
