@@ -17,6 +17,10 @@ Everything else goes to the wrapped application::
 Because middleware does not run for stream URLs, ``request.user`` and
 ``request.session`` are not set there: policies must authenticate from the
 request itself (tokens, signed URLs, DRF token or basic authentication).
+
+Absolute-form request targets (``POST http://host/v1/stream/x``) are reduced
+to their path first (:mod:`durable_streams.targets`), for the stream prefix
+and for the wrapped application alike.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import tempfile
 from collections.abc import Awaitable, Callable
 
@@ -33,6 +36,7 @@ from django.http import HttpResponse
 
 from .conf import ds_settings
 from .exceptions import PayloadTooLarge
+from .targets import origin_form
 from .views import error_response, serve
 
 logger = logging.getLogger("durable_streams.requests")
@@ -80,32 +84,6 @@ class StreamsASGIApp:
             await _send_response(response, receive, send)
         finally:
             body.close()
-
-
-_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
-
-
-def origin_form(scope: dict) -> dict:
-    """``scope`` with an absolute-form request target reduced to its path.
-
-    A server must accept ``POST http://host/v1/stream/x HTTP/1.1`` (RFC 9112
-    3.2.2; proxies send it), but some ASGI servers (daphne) pass the whole
-    URL on as the path.
-    """
-    path = scope.get("path", "")
-    if path.startswith("/"):
-        return scope
-    match = _ABSOLUTE.match(path)
-    if match is None:
-        return scope
-    path = path[match.end() :] or "/"
-    scope = {**scope, "path": path}
-    raw = scope.get("raw_path")
-    if raw:
-        raw_match = _ABSOLUTE.match(raw.decode("latin-1"))
-        if raw_match is not None:
-            scope["raw_path"] = raw[raw_match.end() :] or b"/"
-    return scope
 
 
 async def _read_body(receive, limit: int):

@@ -48,6 +48,8 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "example_project.urls"
 ASGI_APPLICATION = "example_project.asgi.application"
+# What runserver serves when daphne is not installed (tests/acceptance/test_wsgi.py).
+WSGI_APPLICATION = "example_project.wsgi.application"
 
 TEMPLATES = [
     {

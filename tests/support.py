@@ -293,6 +293,26 @@ def raw_http(port: int, request: bytes, timeout: float = 10.0) -> tuple[int, byt
     return int(status_line.split()[1]), response
 
 
+def absolute_form_append_and_read(port: int, path: str) -> bytes:
+    """POST ``b"b"`` to stream ``path`` and read it back, both with absolute-form
+    request targets (``POST http://127.0.0.1:port/v1/stream/path HTTP/1.1``,
+    RFC 9112 3.2.2) over a raw socket; return the read's body (asserting the
+    statuses: 204, then 200)."""
+    target = f"http://127.0.0.1:{port}/v1/stream/{path}"
+    status, response = raw_http(
+        port,
+        f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 1\r\nConnection: close\r\n\r\nb".encode(),
+    )
+    assert status == 204, response[:300]
+    status, response = raw_http(
+        port,
+        f"GET {target}?offset=-1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert status == 200, response[:300]
+    return response.partition(b"\r\n\r\n")[2]
+
+
 class Worker:
     """A child process running ``tests.acceptance._worker`` (see its docstring)."""
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from django.db import connection
 
-from ..support import ServerProcess, unique
+from ..support import ServerProcess, absolute_form_append_and_read, unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -86,3 +86,14 @@ def test_live_reads_under_wsgi_are_refused_with_501_naming_the_fix(wsgi_server, 
     assert refused.status_code == 501
     assert "need an ASGI server" in refused.text
     assert "daphne or uvicorn" in refused.text
+
+
+def test_absolute_form_request_targets_are_served_under_wsgi(wsgi_server):
+    # RFC 9112 3.2.2. runserver passes the whole URL on as PATH_INFO: the
+    # example project's wsgi.py reduces it (OriginFormWSGIMiddleware).
+    path = unique("absolute")
+    url = wsgi_server.stream_url(path)
+    with httpx.Client(timeout=30) as http:
+        assert http.put(url, headers=TEXT, content=b"a").status_code == 201
+        assert absolute_form_append_and_read(wsgi_server.port, path) == b"ab"
+        assert http.get(url).content == b"ab"
