@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 
-import django
 import pytest
 
 from durable_streams import api
@@ -31,11 +30,6 @@ def _sign_in(page, server: str, next_url: str) -> None:
     page.click("input[type=submit]")
 
 
-@pytest.mark.skipif(
-    django.VERSION >= (6, 0),
-    reason="known gap: the list's CSS fits Django 5.2's changelist markup; on Django 6.0 "
-    "the list box is 176 px wide (to fix next)",
-)
 def test_stream_list_shows_every_column_on_a_1280_pixel_screen(admin_user, server):
     prefix = unique("layout")
     long_path = f"{prefix}/tenants/acme-corporation/projects/2026/rooms/lobby-with-a-long-name"
