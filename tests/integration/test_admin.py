@@ -314,6 +314,25 @@ def test_create_action_reports_a_conflicting_existing_stream(admin_client):
     assert "different configuration" in text(response)
 
 
+def test_create_and_fork_pages_show_their_form_fields_and_button(admin_client):
+    src = name()
+    api.create_stream(src, content_type="text/plain", data="abc")
+    pk = Stream.objects.get(path=src).pk
+    create = admin_client.get(reverse("admin:durable_streams_stream_create"))
+    fork = admin_client.get(reverse("admin:durable_streams_stream_fork", args=[pk]))
+    for response, fields, button in (
+        (create, ["path", "content_type", "ttl_seconds", "expires_at", "data"], "Create"),
+        (fork, ["path", "offset"], "Fork"),
+    ):
+        body = response.content.decode()
+        assert response.status_code == 200
+        assert "admin/css/forms.css" in body
+        for field in fields:
+            assert f'id="id_{field}"' in body, field
+        assert f'<input type="submit" value="{button}" class="default">' in body
+    assert f"<code>{src}</code>'s data up to the fork point" in fork.content.decode()
+
+
 def test_close_action_closes_the_stream(admin_client):
     path = name()
     api.create_stream(path, content_type="text/plain", data="x")
