@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import time
