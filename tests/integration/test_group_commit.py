@@ -5,6 +5,7 @@ request at fault."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import psycopg
 import pytest
@@ -12,6 +13,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from durable_streams import api, content, storage
+from durable_streams.models import Segment, Stream
 from durable_streams.storage.groupcommit import GroupCommitter
 
 from ..support import close_executor_connections, unique
@@ -20,6 +22,7 @@ from ..support import close_executor_connections, unique
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CT = "text/plain"
+WAIT = 20.0  # seconds any step may take at most before the test gives up
 
 
 def group_commit(inflight: int, max_batch: int):
@@ -86,11 +89,10 @@ async def test_a_batch_holds_at_most_max_batch_appends(db):
     assert commits == 1  # the same ten appends, one transaction
 
 
-async def test_a_batch_the_database_rejects_fails_only_the_request_at_fault(db):
-    path = unique()
-    await api.acreate_stream(path, content_type=CT)
-    stream = await stream_id(path)
-    # A real database error validation cannot foresee: a trigger refusing one body.
+@contextlib.asynccontextmanager
+async def poison_refused(db, stream: int):
+    """A real database error validation cannot foresee: while in effect, a
+    trigger refuses any segment of ``stream`` whose data holds b"poison"."""
     await db.execute(
         "CREATE FUNCTION ds_test_refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$"
         " BEGIN IF position('\\x706f69736f6e'::bytea IN NEW.data) > 0 AND NEW.stream_id = "
@@ -100,8 +102,19 @@ async def test_a_batch_the_database_rejects_fails_only_the_request_at_fault(db):
         "CREATE TRIGGER ds_test_refuse_poison BEFORE INSERT OR UPDATE ON durable_streams_segment"
         " FOR EACH ROW EXECUTE FUNCTION ds_test_refuse_poison()"
     )
-    committer = GroupCommitter()
     try:
+        yield
+    finally:
+        await db.execute("DROP TRIGGER ds_test_refuse_poison ON durable_streams_segment")
+        await db.execute("DROP FUNCTION ds_test_refuse_poison()")
+
+
+async def test_a_batch_the_database_rejects_fails_only_the_request_at_fault(db):
+    path = unique()
+    await api.acreate_stream(path, content_type=CT)
+    stream = await stream_id(path)
+    committer = GroupCommitter()
+    async with poison_refused(db, stream):
         with group_commit(inflight=1, max_batch=256):
             outcomes = await asyncio.gather(
                 committer.append(request(path, b"a;")),
@@ -113,11 +126,118 @@ async def test_a_batch_the_database_rejects_fails_only_the_request_at_fault(db):
                 committer.append(request(path, b"poison")), return_exceptions=True
             )
             after = await committer.append(request(path, b"c;"))
-    finally:
-        await db.execute("DROP TRIGGER ds_test_refuse_poison ON durable_streams_segment")
-        await db.execute("DROP FUNCTION ds_test_refuse_poison()")
     first, poisoned, last = outcomes
     assert isinstance(poisoned, psycopg.Error) and "poison refused" in str(poisoned)
     assert isinstance(alone[0], psycopg.Error)
     assert (first.next_position, last.next_position, after.next_position) == (2, 4, 6)
     assert (await api.aread(path)).body == b"a;b;c;"
+
+
+@contextlib.asynccontextmanager
+async def row_locked(db, stream: int):
+    """The barrier: another session holds ``stream``'s row lock, so a batch
+    appending to it blocks inside its transaction. ``await until_blocked()``
+    returns once one does; leaving the block releases it."""
+    locker = await psycopg.AsyncConnection.connect(**storage.connection_params())
+    try:
+        await locker.execute(
+            f"SELECT 1 FROM {Stream._meta.db_table} WHERE id = %s FOR UPDATE", [stream]
+        )
+
+        async def until_blocked() -> None:
+            for _ in range(int(WAIT / 0.05)):
+                cur = await db.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                if (await cur.fetchone())[0]:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError("no batch blocked on the stream's row lock")
+
+        yield until_blocked
+        await locker.commit()
+    finally:
+        await locker.close()
+
+
+async def test_appends_arriving_while_a_batch_commits_are_committed_and_acknowledged_next(db):
+    path = unique()
+    await api.acreate_stream(path, content_type=CT)
+    stream = await stream_id(path)
+    log: list[str] = []  # batches started and committed, appends acknowledged, in order
+
+    async def watched_batch(requests):
+        bodies = [bytes(r.payload.data).decode() for r in requests]
+        log.append(f"start {bodies}")
+        outcomes = await storage.aappend_batch(requests)
+        log.append(f"commit {bodies}")
+        return outcomes
+
+    committer = GroupCommitter(watched_batch)
+    visible: dict[bytes, bool] = {}
+
+    async def visible_tail() -> int:
+        cur = await db.execute(
+            f'SELECT coalesce(max("end"), 0) FROM {Segment._meta.db_table} WHERE stream_id = %s',
+            [stream],
+        )
+        return (await cur.fetchone())[0]
+
+    async def acknowledged(body: bytes):
+        result = await committer.append(request(path, body))
+        log.append(f"ack {body.decode()}")
+        # Acknowledged only once another session can read what it appended.
+        visible[body] = await visible_tail() >= result.next_position
+        return result
+
+    with group_commit(inflight=1, max_batch=256):
+        async with row_locked(db, stream) as until_blocked:
+            first = asyncio.create_task(acknowledged(b"a;"))
+            await until_blocked()
+            assert log == ["start ['a;']"]
+            later = [asyncio.create_task(acknowledged(b)) for b in (b"b;", b"c;", b"d;")]
+            await asyncio.sleep(0.2)  # time to misbehave: start a batch, answer early
+            assert log == ["start ['a;']"]  # queued behind the batch in flight
+            assert not any(task.done() for task in [first, *later])
+            assert await visible_tail() == 0
+        results = await asyncio.wait_for(asyncio.gather(first, *later), WAIT)
+    assert [e for e in log if not e.startswith("ack")] == [
+        "start ['a;']",
+        "commit ['a;']",
+        "start ['b;', 'c;', 'd;']",
+        "commit ['b;', 'c;', 'd;']",
+    ]
+    assert [e for e in log if e.startswith("ack")] == ["ack a;", "ack b;", "ack c;", "ack d;"]
+    # Each append is answered after its own batch committed.
+    assert log.index("ack a;") > log.index("commit ['a;']")
+    assert log.index("ack b;") > log.index("commit ['b;', 'c;', 'd;']")
+    assert visible == dict.fromkeys([b"a;", b"b;", b"c;", b"d;"], True)
+    assert [r.next_position for r in results] == [2, 4, 6, 8]
+    assert (await api.aread(path)).body == b"a;b;c;d;"
+
+
+async def test_appends_queued_behind_a_failing_batch_are_committed_by_the_next(db):
+    path = unique()
+    await api.acreate_stream(path, content_type=CT)
+    stream = await stream_id(path)
+    committer = GroupCommitter()
+    async with poison_refused(db, stream):
+        with group_commit(inflight=1, max_batch=256):
+            async with row_locked(db, stream) as until_blocked:
+                # A batch of one the database rejects: the whole batch fails.
+                failing = asyncio.create_task(committer.append(request(path, b"poison")))
+                await until_blocked()
+                queued = [
+                    asyncio.create_task(committer.append(request(path, body)))
+                    for body in (b"a;", b"b;")
+                ]
+                await asyncio.sleep(0.2)
+                assert not any(task.done() for task in [failing, *queued])
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(failing, *queued, return_exceptions=True), WAIT
+            )
+    failed, a, b = outcomes
+    assert isinstance(failed, psycopg.Error) and "poison refused" in str(failed)
+    assert (a.next_position, b.next_position) == (2, 4)
+    assert (await api.aread(path)).body == b"a;b;"

@@ -112,14 +112,17 @@ async def test_a_failing_batch_fails_its_requests_and_the_queue_goes_on():
     committer = GroupCommitter(batches)
     with settings(inflight=1):
         first = await submit(committer, "a", "b")
+        queued = await submit(committer, "c")
         batches.fail_next = RuntimeError("database gone")
         batches.gate.set()
         for task in first:
             with pytest.raises(RuntimeError, match="database gone"):
                 await task
-        # Nothing is left in flight: the next request starts a batch of its own.
-        assert (await committer.append(AppendRequest("c"))).next_position == 0
-    assert batches.seen == [["a", "b"], ["c"]]
+        # What queued behind the failing batch is applied by the next one...
+        assert (await asyncio.wait_for(queued[0], 5)).next_position == 0
+        # ...and nothing is left in flight: a later request starts a batch of its own.
+        assert (await committer.append(AppendRequest("d"))).next_position == 0
+    assert batches.seen == [["a", "b"], ["c"], ["d"]]
 
 
 async def test_a_waiter_that_goes_away_does_not_disturb_its_batch():
