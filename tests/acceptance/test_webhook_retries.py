@@ -7,8 +7,10 @@ import json
 import time
 
 import httpx
+import psycopg
 import pytest
 
+from durable_streams.subscriptions.delivery import IN_FLIGHT
 from durable_streams.subscriptions.models import Subscription
 
 from ..support import unique
@@ -32,7 +34,24 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_restart_in_the_middle_of_retries_keeps_the_schedule(server_factory):
+def retry_pending_and_locked(conn: psycopg.Connection, name: str, attempts: int) -> float | None:
+    """Lock the subscription's row; if ``attempts`` sends failed and the next
+    is scheduled but not yet taken for sending, keep the lock (the open
+    transaction) and return its time; else release it and return None."""
+    found = conn.execute(
+        "SELECT attempts, status, extract(epoch FROM next_attempt_at),"
+        " next_attempt_at - now() < %s FROM durable_streams_subscription"
+        " WHERE name = %s AND deleted_at IS NULL FOR UPDATE",
+        [IN_FLIGHT / 2, name],
+    ).fetchone()
+    if found is not None and found[:2] == (attempts, "failed") and found[3]:
+        return float(found[2])
+    conn.rollback()
+    assert found is None or found[0] <= attempts, "missed the retry window"
+    return None
+
+
+def test_a_restart_in_the_middle_of_retries_keeps_the_schedule(server_factory, test_database_url):
     server = server_factory()
     name, path = unique("sub"), unique("retry") + "/orders"
     with LoopbackReceiver() as receiver, httpx.Client(timeout=10) as http:
@@ -54,14 +73,19 @@ def test_a_restart_in_the_middle_of_retries_keeps_the_schedule(server_factory):
         )
 
         # Two failed deliveries: the second scheduled the third 2 s (+-20 %) later.
-        sub = wait_until(lambda: (s := row(name)).attempts == 2 and s, what="two failures")
-        assert sub.status == "failed"
-        second_failed_at = receiver.requests[1].received_at
-        scheduled = sub.next_attempt_at.timestamp()
-        assert scheduled - second_failed_at >= 2 * 0.8 - 0.5
-
-        # The server dies before the retry is due, and comes back.
-        server.kill9()
+        # The server dies before the retry is due, and comes back: the barrier
+        # is the subscription's row lock, held from the moment the second
+        # failure is recorded until the server is dead, so the third attempt
+        # cannot be taken (and go in flight for IN_FLIGHT) however slow we are.
+        with psycopg.connect(test_database_url) as locker:
+            scheduled = wait_until(
+                lambda: retry_pending_and_locked(locker, name, attempts=2),
+                what="the second failure",
+            )
+            assert len(receiver.requests) == 2
+            second_failed_at = receiver.requests[1].received_at
+            assert scheduled - second_failed_at >= 2 * 0.8 - 0.5
+            server.kill9()
         server.start()
 
         # The third attempt honours the persisted time, not "now, from scratch".
