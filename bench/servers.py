@@ -91,11 +91,11 @@ def reference_specs() -> list[ServerSpec]:
     ]
 
 
-def prepare_ours_database(python: str) -> str:
-    """A fresh, migrated benchmark database; returns its URL."""
+def prepare_ours_database(python: str, name: str = BENCH_DB) -> str:
+    """A fresh, migrated benchmark database ``name``; returns its URL."""
     url = (
         subprocess.run(
-            [python, "-m", "example_project.embedded", "url", BENCH_DB],
+            [python, "-m", "example_project.embedded", "url", name],
             cwd=ROOT,
             check=True,
             capture_output=True,
@@ -112,9 +112,9 @@ def prepare_ours_database(python: str) -> str:
     admin = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
         conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     subprocess.run(
         [python, "manage.py", "migrate", "--noinput"],
         cwd=ROOT,
