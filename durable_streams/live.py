@@ -3,9 +3,11 @@
 Every append issues ``pg_notify(channel, stream_id)`` inside its transaction,
 so Postgres delivers it only on commit, to every process. Each process (each
 event loop) keeps one LISTEN connection and an in-memory map from stream id to
-the readers waiting on it. A woken reader always re-reads from the database:
-a notification is a hint, never data. While the listener is disconnected,
-readers fall back to re-reading every ``FALLBACK_POLL_INTERVAL`` seconds, and
+the readers following it (a :class:`Feed`). A notification is a hint, never
+data: it makes the feed read the stream once for all the readers waiting at
+the same offset and hand each the same result, so an append costs one query
+and one wake-up per reader however many follow it. While the listener is
+disconnected, readers fall back to re-reading every ``FALLBACK_POLL_INTERVAL`` seconds, and
 every reconnect wakes all readers for a safety re-read, so a notification
 lost during an outage delays a reader but never strands it.
 
@@ -24,8 +26,9 @@ import signal
 import threading
 import time
 import weakref
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import psycopg
 from psycopg import sql
@@ -46,10 +49,9 @@ class Listener:
     """The per-process LISTEN connection and its dispatcher."""
 
     def __init__(self) -> None:
-        self._waiters: dict[int, set[asyncio.Event]] = defaultdict(set)
+        self._feeds: dict[int, Feed] = {}
         self._connected = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._woken_at: dict[int, float] = {}
         self.notifications = 0
         # Stream id -> the ``notifications`` count of its latest notification,
         # for the most recent streams; and the count below which that record is
@@ -80,18 +82,18 @@ class Listener:
             self._task = None
         self._connected.clear()
 
-    def subscribe(self, stream_id: int) -> asyncio.Event:
-        event = asyncio.Event()
-        self._waiters[stream_id].add(event)
-        return event
+    def subscribe(self, stream_id: int) -> Feed:
+        """The feed of ``stream_id``, counting one more follower (see :meth:`unsubscribe`)."""
+        feed = self._feeds.get(stream_id)
+        if feed is None:
+            feed = self._feeds[stream_id] = Feed()
+        feed.followers += 1
+        return feed
 
-    def unsubscribe(self, stream_id: int, event: asyncio.Event) -> None:
-        waiters = self._waiters.get(stream_id)
-        if waiters is not None:
-            waiters.discard(event)
-            if not waiters:
-                del self._waiters[stream_id]
-                self._woken_at.pop(stream_id, None)
+    def unsubscribe(self, stream_id: int, feed: Feed) -> None:
+        feed.followers -= 1
+        if feed.followers <= 0 and self._feeds.get(stream_id) is feed:
+            del self._feeds[stream_id]
 
     def add_subscription_hook(self, hook) -> None:
         """Route ``s<id>`` notifications (sent by the subscription append
@@ -109,17 +111,15 @@ class Listener:
             hook.notified(subscription_id)
 
     def waiting(self) -> int:
-        return sum(len(w) for w in self._waiters.values())
+        return sum(feed.followers for feed in self._feeds.values())
 
     def wake(self, stream_id: int) -> None:
-        waiters = self._waiters.get(stream_id)
-        if waiters:
-            self._woken_at[stream_id] = time.monotonic()
-            for event in waiters:
-                event.set()
+        feed = self._feeds.get(stream_id)
+        if feed is not None:
+            feed.wake()
 
     def wake_all(self) -> None:
-        for stream_id in list(self._waiters):
+        for stream_id in list(self._feeds):
             self.wake(stream_id)
 
     def notified_since(self, stream_id: int, mark: int) -> bool:
@@ -148,10 +148,6 @@ class Listener:
         self.wake_all()
         for hook in self._subscription_hooks:
             hook.reconnected()
-
-    def woken_at(self, stream_id: int) -> float:
-        """When readers of ``stream_id`` were last woken (monotonic clock)."""
-        return self._woken_at.get(stream_id, 0.0)
 
     async def _run(self) -> None:
         delay = 0.1
@@ -246,42 +242,92 @@ def _watch_shutdown_signals() -> None:
         signal.signal(signum, handler)
 
 
-class Watch:
-    """A subscription of one reader to one stream's changes."""
+class Feed:
+    """The followers of one stream in one event loop, and their shared reads.
 
-    def __init__(self, listener: Listener, stream_id: int, event: asyncio.Event) -> None:
-        self._listener = listener
-        self._stream_id = stream_id
-        self._event = event
-        # Reads started after this instant see every commit that woke us.
+    A follower that has caught up waits here at its offset. A wake reads the
+    stream once per offset waited at (usually one: every caught-up follower
+    is at the tail) and hands that one result to every follower waiting
+    there: one query, one future resolved and one task step per follower,
+    whatever their number.
+
+    ``version`` counts wakes: a follower notes it before each read of its own,
+    and a change of it since means that read may have missed a commit.
+    """
+
+    __slots__ = ("_reads", "_waiting", "followers", "version", "woken_at")
+
+    def __init__(self) -> None:
+        self.followers = 0
+        self.version = 0
+        # Reads started at or after this instant see every commit notified so far.
+        self.woken_at = 0.0
+        self._waiting: dict[tuple[str, int], set[asyncio.Future]] = {}
+        self._reads: set[asyncio.Task] = set()
+
+    def wake(self) -> None:
+        """A commit (or a possibly missed one): read once per offset waited at."""
+        self.version += 1
         self.woken_at = time.monotonic()
+        if not self._waiting:
+            return
+        batches, self._waiting = self._waiting, {}
+        if _stopping:
+            # Shutting down: end the follows at once, no read on the way out.
+            for waiters in batches.values():
+                for waiter in waiters:
+                    _expire(waiter)
+            return
+        loop = asyncio.get_running_loop()
+        for (path, position), waiters in batches.items():
+            task = loop.create_task(self._deliver(path, position, waiters, self.version))
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
 
-    @property
-    def healthy(self) -> bool:
-        """Whether notifications are flowing (else callers poll)."""
-        return self._listener.healthy
-
-    async def wait(self, seconds: float | None) -> bool:
-        """Wait up to ``seconds`` (None: no limit) for a change; True if woken.
-
-        Returns early (False) while the listener is down, so the caller
-        re-reads on the fallback interval.
-        """
-        if seconds is not None and seconds <= 0:
-            return False
-        if not self._listener.healthy:
-            fallback = ds_settings.FALLBACK_POLL_INTERVAL
-            seconds = fallback if seconds is None else min(seconds, fallback)
+    async def _deliver(
+        self, path: str, position: int, waiters: set[asyncio.Future], version: int
+    ) -> None:
         try:
-            # asyncio.timeout, not wait_for: no extra task per wait, which
-            # matters with thousands of readers woken at once.
-            async with asyncio.timeout(seconds):
-                await self._event.wait()
-        except TimeoutError:
-            return False
-        self._event.clear()
-        self.woken_at = self._listener.woken_at(self._stream_id)
-        return True
+            result = await storage.aread(path, position, shared_since=self.woken_at)
+        except Exception as exc:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        delivered = (result, version)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(delivered)
+
+    async def wait(
+        self, path: str, position: int, seconds: float | None
+    ) -> tuple[ReadResult, int] | None:
+        """Wait up to ``seconds`` (None: no limit) for the next wake; then the
+        read from ``position`` it made and the ``version`` that read reflects.
+        None when the time ran out. Raises what that read raised."""
+        loop = asyncio.get_running_loop()
+        key = (path, position)
+        waiters = self._waiting.get(key)
+        if waiters is None:
+            waiters = self._waiting[key] = set()
+        waiter = loop.create_future()
+        waiters.add(waiter)
+        # A timer that resolves the future, not asyncio.timeout: no
+        # cancellation machinery per wait with thousands of followers.
+        timer = None if seconds is None else loop.call_later(seconds, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            waiters.discard(waiter)
+            if not waiters and self._waiting.get(key) is waiters:
+                del self._waiting[key]
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _shorter(a: float | None, b: float | None) -> float | None:
@@ -376,14 +422,21 @@ class Follow:
     async def _read(self, shared_since: float) -> ReadResult:
         try:
             result = await storage.aread(self.path, self._position, shared_since=shared_since)
-        except StreamError:
-            raise
         except Exception as exc:
-            logger.warning("live read of %r failed: %r", self.path, exc)
-            raise ReadFailed("stream read failed") from exc
+            self._fail(exc)
+        return self._took(result)
+
+    def _took(self, result: ReadResult) -> ReadResult:
         self._position = result.next_position
         self.last = result
         return result
+
+    def _fail(self, exc: Exception) -> NoReturn:
+        """Raise a read's error as the follow does (see the class docstring)."""
+        if isinstance(exc, StreamError):
+            raise exc
+        logger.warning("live read of %r failed: %r", self.path, exc)
+        raise ReadFailed("stream read failed") from exc
 
     def __aiter__(self) -> AsyncIterator[ReadResult | Idle]:
         if self._events is None:
@@ -409,12 +462,15 @@ class Follow:
         listener = self._listener
         assert listener is not None
         stream_id = result.stream.id
-        event = listener.subscribe(stream_id)
-        changes = Watch(listener, stream_id, event)
+        feed = listener.subscribe(stream_id)
+        # Reads of our own are shared only with reads started after this
+        # and after the feed's latest wake (see storage.aread).
+        subscribed_at = time.monotonic()
         connected = False
         try:
             # Committed between the first read and subscribing? Read again.
             stale = listener.notified_since(stream_id, self._mark)
+            seen = feed.version
             quiet_since = time.monotonic()
             while True:
                 if result is first or result.units or result.closed:
@@ -422,11 +478,13 @@ class Follow:
                     quiet_since = time.monotonic()
                 if result.closed or _stopping:
                     return
+                delivered = None
                 if result.up_to_date and not stale:
                     if not connected:
                         await listener.start()
                         connected = True
-                    while True:
+                    # A wake since our latest read (feed.version moved): read again.
+                    while feed.version == seen:
                         remaining = self._remaining()
                         if (remaining is not None and remaining <= 0) or _stopping:
                             return
@@ -437,13 +495,24 @@ class Follow:
                                 yield IDLE
                                 quiet_since = time.monotonic()
                                 continue
-                        if await changes.wait(_shorter(remaining, idle_left)):
-                            if _stopping:
-                                return
+                        seconds = _shorter(remaining, idle_left)
+                        if not listener.healthy:
+                            # No notifications: re-read on the fallback interval.
+                            seconds = _shorter(seconds, ds_settings.FALLBACK_POLL_INTERVAL)
+                        try:
+                            delivered = await feed.wait(self.path, self._position, seconds)
+                        except Exception as exc:
+                            self._fail(exc)
+                        if delivered is not None or not listener.healthy:
                             break
-                        if not changes.healthy:
-                            break  # listener down: re-read on the fallback interval
+                    if _stopping:
+                        return
                 stale = False
-                result = await self._read(changes.woken_at)
+                if delivered is not None:
+                    result, seen = delivered
+                    self._took(result)
+                else:
+                    seen = feed.version
+                    result = await self._read(max(feed.woken_at, subscribed_at))
         finally:
-            listener.unsubscribe(stream_id, event)
+            listener.unsubscribe(stream_id, feed)
