@@ -15,10 +15,11 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from .. import offsets
+from ..conf import ds_settings
 from ..content import Payload, same_type
 from ..exceptions import BadRequest, Conflict, StreamError
 from ..producers import Outcome, Producer, validate
-from . import streams
+from . import deadline, streams
 from .drivers import Op, Q, run_async, run_sync
 from .schema import PRODUCER, SEGMENT, STREAM
 from .types import AppendRequest, AppendResult, BatchOutcome, StreamMeta
@@ -98,7 +99,36 @@ def append_batch(requests: list[AppendRequest]) -> list[BatchOutcome]:
 
 
 async def aappend_batch(requests: list[AppendRequest]) -> list[BatchOutcome]:
-    """:func:`append_batch` on the event loop's pool."""
+    """:func:`append_batch` on the event loop's pool.
+
+    The streams whose requests in the batch are all plain appends go first,
+    in one statement (:func:`plain_batch`); the rest, and any stream that
+    statement did not take, through :func:`batch`.
+    """
+    outcomes: list[BatchOutcome | None] = [None] * len(requests)
+    groups = _plain_groups(requests)
+    if groups:
+        try:
+            # One statement, its own transaction: it may have committed even
+            # if the connection fails before answering, so it is never resent.
+            taken = await run_async(plain_batch(requests, groups), resend=False)
+        except (DatabaseError, psycopg.Error):
+            taken = {}  # the statement rolled back; batch() finds the request at fault
+        for path, results in taken.items():
+            for index, result in zip(groups[path], results, strict=True):
+                outcomes[index] = result
+    rest = [index for index, outcome in enumerate(outcomes) if outcome is None]
+    if len(rest) < len(requests):
+        if rest:
+            for index, outcome in zip(
+                rest, await _aappend_locked([requests[i] for i in rest]), strict=True
+            ):
+                outcomes[index] = outcome
+        return outcomes  # type: ignore[return-value]
+    return await _aappend_locked(requests)
+
+
+async def _aappend_locked(requests: list[AppendRequest]) -> list[BatchOutcome]:
     try:
         return await run_async(batch(requests), atomic=True)
     except psycopg.Error:
@@ -146,6 +176,120 @@ def batch(requests: list[AppendRequest]) -> Op[list[AppendResult | StreamError]]
         if state.changed:
             yield from _write(state, now)
     return outcomes  # type: ignore[return-value]
+
+
+def _is_plain(request: AppendRequest) -> bool:
+    """An append of data and nothing else: no producer, Stream-Seq or close."""
+    return (
+        request.producer is None
+        and request.stream_seq is None
+        and not request.close
+        and request.payload is not None
+        and request.payload.units > 0
+        and request.payload_error is None
+        and request.content_type is not None
+    )
+
+
+def _plain_groups(requests: list[AppendRequest]) -> dict[str, list[int]]:
+    """Request indexes by path, for the paths whose requests are all plain
+    and name the same Content-Type."""
+    groups: dict[str, list[int]] = {}
+    other: set[str] = set()
+    for index, request in enumerate(requests):
+        group = groups.get(request.path)
+        if not _is_plain(request) or (
+            group is not None and requests[group[0]].content_type != request.content_type
+        ):
+            other.add(request.path)
+        elif group is None:
+            groups[request.path] = [index]
+        else:
+            group.append(index)
+    for path in list(groups):
+        if path in other:
+            del groups[path]
+        else:
+            try:
+                streams.check_path(path)
+            except StreamError:
+                del groups[path]
+    return groups
+
+
+# Plain appends to several streams in one statement: lock the streams that
+# take them as they are (open, live, same Content-Type string), in path order
+# as batch() does, move each tail, insert the payloads at the old tail and
+# notify, all in the statement's own transaction: one round trip, and no row
+# lock held while a result travels to Python and back. A stream it leaves out
+# (closed, expired, missing, another spelling of its type) goes to batch().
+_PLAIN_SQL = f"""
+WITH req (path, ctype, total) AS (
+    SELECT * FROM unnest(%(paths)s::text[], %(ctypes)s::text[], %(totals)s::bigint[])
+), locked AS (
+    SELECT s.id, s.path FROM {STREAM} s JOIN req ON s.path = req.path
+    WHERE NOT s.closed AND s.deleted_at IS NULL AND s.content_type = req.ctype
+      AND ({deadline.SQL} IS NULL OR {deadline.SQL} > %(now)s)
+    ORDER BY s.path FOR UPDATE OF s
+), moved AS (
+    UPDATE {STREAM} s SET tail = s.tail + req.total, last_access_at = %(now)s
+    FROM locked JOIN req ON req.path = locked.path WHERE s.id = locked.id
+    RETURNING s.id, s.path, s.tail - req.total AS base
+), stored AS (
+    INSERT INTO {SEGMENT} (stream_id, start, "end", data, boundaries)
+    SELECT moved.id, moved.base + p.start, moved.base + p.stop, p.data, p.boundaries::integer[]
+    FROM unnest(%(seg_paths)s::text[], %(starts)s::bigint[], %(stops)s::bigint[],
+                %(datas)s::bytea[], %(boundaries)s::text[])
+         AS p (path, start, stop, data, boundaries)
+    JOIN moved ON moved.path = p.path
+)
+SELECT moved.path, moved.base, pg_notify(%(channel)s, moved.id::text)::text FROM moved
+"""
+
+
+def plain_batch(
+    requests: list[AppendRequest], groups: dict[str, list[int]]
+) -> Op[dict[str, list[AppendResult]]]:
+    """The op of plain appends (``groups``: request indexes by path, all plain):
+    the results of the streams it appended to, by path."""
+    paths, ctypes, totals = [], [], []
+    seg_paths, starts, stops, datas, boundaries = [], [], [], [], []
+    ends_by_path: list[list[int]] = []
+    for path, indexes in groups.items():
+        position = 0
+        ends_by_path.append([])
+        for index in indexes:
+            payload = requests[index].payload
+            assert payload is not None
+            seg_paths.append(path)
+            starts.append(position)
+            position += payload.units
+            stops.append(position)
+            ends_by_path[-1].append(position)
+            datas.append(payload.data)
+            bounds = payload.boundaries
+            boundaries.append(None if bounds is None else f"{{{','.join(map(str, bounds))}}}")
+        paths.append(path)
+        ctypes.append(requests[indexes[0]].content_type)
+        totals.append(position)
+    rows = yield Q(
+        _PLAIN_SQL,
+        {
+            "paths": paths,
+            "ctypes": ctypes,
+            "totals": totals,
+            "now": timezone.now(),
+            "seg_paths": seg_paths,
+            "starts": starts,
+            "stops": stops,
+            "datas": datas,
+            "boundaries": boundaries,
+            "channel": ds_settings.NOTIFY_CHANNEL,
+        },
+        "all",
+    )
+    ends = dict(zip(paths, ends_by_path, strict=True))
+    return {path: [AppendResult(base + end, False) for end in ends[path]] for path, base, _ in rows}
 
 
 def _producer_states(

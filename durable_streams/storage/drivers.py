@@ -207,13 +207,15 @@ def is_on_django_connection() -> bool:
     return _django_connection.get()
 
 
-async def run_async(op: Op[T], *, atomic: bool = False) -> T:
+async def run_async(op: Op[T], *, atomic: bool = False, resend: bool = True) -> T:
     """Run an operation on the event loop's connection pool (or, under WSGI,
     on Django's connection of the request thread).
 
     A connection that fails before the operation's first query has answered
     has done nothing (no commit was sent), so that query is sent again once on
-    another connection. Any other failure to reach the database raises
+    another connection; ``resend=False`` for an operation whose first query
+    commits by itself (a write outside ``atomic``), which may have taken
+    effect. Any other failure to reach the database raises
     :class:`~durable_streams.exceptions.ServiceUnavailable` (503 with
     ``Retry-After``), never a bare database error.
     """
@@ -236,7 +238,7 @@ async def run_async(op: Op[T], *, atomic: bool = False) -> T:
             try:
                 return await _run_on_pool(pool, op, query, atomic)
             except _FirstQueryFailed as failed:
-                if attempt == 2:
+                if attempt == 2 or not resend:
                     raise failed.error from None
                 logger.info("retrying on another connection: %s", failed.error)
                 # One dead connection usually means a restart: drop the others too.
