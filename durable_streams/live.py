@@ -37,6 +37,7 @@ from . import storage
 from .conf import ds_settings
 from .exceptions import StreamError
 from .storage import ReadResult, connection_params
+from .storage.drivers import reconnect_delays
 
 logger = logging.getLogger("durable_streams.live")
 
@@ -150,7 +151,8 @@ class Listener:
             hook.reconnected()
 
     async def _run(self) -> None:
-        delay = 0.1
+        # The pool's pacing: a database that comes back is noticed within a second.
+        delays = reconnect_delays()
         channel = ds_settings.NOTIFY_CHANNEL
         while True:
             try:
@@ -158,7 +160,7 @@ class Listener:
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self._connected.set()
-                    delay = 0.1
+                    delays = reconnect_delays()
                     # Anything committed while we were not listening: re-read.
                     self._reset()
                     async for note in conn.notifies():
@@ -177,10 +179,12 @@ class Listener:
                 raise
             except Exception as exc:
                 logger.warning("stream notification listener lost: %s", exc)
-            self._connected.clear()
-            self._reset()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            if self._connected.is_set():
+                # Lost (once, not on every failed attempt): waiting readers re-read,
+                # then poll every FALLBACK_POLL_INTERVAL until it is back.
+                self._connected.clear()
+                self._reset()
+            await asyncio.sleep(next(delays))
 
 
 _listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Listener] = (

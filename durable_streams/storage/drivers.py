@@ -20,7 +20,7 @@ import contextvars
 import logging
 import select
 import weakref
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,8 +33,11 @@ from ..exceptions import ServiceUnavailable
 
 logger = logging.getLogger("durable_streams.storage")
 
-# Seconds a client is asked to wait (Retry-After) while the database is unreachable.
-RETRY_AFTER = 2
+# Seconds a client is asked to wait (Retry-After) while the database is
+# unreachable: the server tries to reach it again at least that often.
+RETRY_AFTER = 1
+# The longest pause between two attempts to reach a database that is down.
+RECONNECT_MAX_DELAY = 0.5
 
 T = TypeVar("T")
 
@@ -90,11 +93,6 @@ def connection_params() -> dict:
     return params
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def _has_input(conn) -> bool:
     """Whether an idle connection's socket has something to read.
 
@@ -120,6 +118,138 @@ async def _check(conn) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
+def _failing(pool) -> bool:
+    """Whether ``pool`` has failed to connect (its attempts may be backing off)."""
+    return pool.get_stats().get("connections_errors", 0) > 0
+
+
+class _Database:
+    """The database as one event loop sees it: its connection pool, and while
+    the database cannot be reached, the one task that tries to reach it again.
+
+    While the database is down there is no pool: a request waits for the next
+    attempt (at most :data:`RECONNECT_MAX_DELAY` away, see
+    :func:`reconnect_delays`) instead of ``DB_POOL_TIMEOUT``, and answers 503 if
+    it fails. psycopg_pool's own back-off doubles up to minutes; here, once an
+    attempt succeeds, a fresh pool opens and connects at once.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.down = False
+        self._pool: asyncio.Task | None = None
+        self._probe: asyncio.Task | None = None
+        # Resolved with the outcome of the next attempt (True: reachable).
+        self._attempt: asyncio.Future[bool] | None = None
+
+    async def pool(self):
+        task = self._pool
+        if task is None or (task.done() and task.exception() is not None):
+            task = self._pool = self.loop.create_task(_open_pool())
+        return await asyncio.shield(task)
+
+    def suspect(self) -> None:
+        """A request could not reach the database: find out, once, whether it is down."""
+        if self._probe is None:
+            self._probe = self.loop.create_task(self._reconnect(), name="durable-streams-reconnect")
+
+    async def back(self) -> bool:
+        """While down: whether the next attempt reaches the database."""
+        if not self.down:
+            return True
+        self.suspect()
+        if self._attempt is None:
+            self._attempt = self.loop.create_future()
+        return await asyncio.shield(self._attempt)
+
+    def _settle(self, reachable: bool) -> None:
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None and not attempt.done():
+            attempt.set_result(reachable)
+
+    async def _reconnect(self) -> None:
+        reachable = False
+        try:
+            delays = reconnect_delays()
+            while not await self._reachable():
+                if not self.down:
+                    self.down = True
+                    logger.warning("database unreachable: answering 503 until it is back")
+                    # Requests waiting for a connection answer 503 now.
+                    self._close_pool()
+                self._settle(False)
+                await asyncio.sleep(next(delays))
+            if self.down or self._pool_failing():
+                # A fresh pool connects at once; the old one may be backing off.
+                self._close_pool()
+                await self.pool()
+            if self.down:
+                logger.warning("database reachable again")
+            self.down = False
+            reachable = True
+        finally:
+            self._probe = None
+            self._settle(reachable)
+
+    async def _reachable(self) -> bool:
+        try:
+            async with asyncio.timeout(ds_settings.DB_POOL_TIMEOUT):
+                conn = await psycopg.AsyncConnection.connect(**connection_params())
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            logger.debug("database not reachable: %s", exc)
+            return False
+        await conn.close()
+        return True
+
+    def _pool_failing(self) -> bool:
+        task = self._pool
+        if task is None or not task.done() or task.exception() is not None:
+            return False
+        return _failing(task.result())
+
+    def _close_pool(self) -> None:
+        task, self._pool = self._pool, None
+        if task is not None:
+            closing = self.loop.create_task(_close(task))
+            _closing.add(closing)
+            closing.add_done_callback(_closing.discard)
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        task, self._pool = self._pool, None
+        if task is not None:
+            await (await task).close()
+
+
+def reconnect_delays() -> Iterator[float]:
+    """Seconds to wait between attempts to reach the database again: short at
+    first (a restart is often over at once), then capped at
+    :data:`RECONNECT_MAX_DELAY` so a database that comes back is noticed within
+    that, however long it was away. The pool and the notification listener
+    (:mod:`durable_streams.live`) both use it."""
+    delay = 0.1
+    while True:
+        yield delay
+        delay = min(delay * 2, RECONNECT_MAX_DELAY)
+
+
+_databases: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Database] = (
+    weakref.WeakKeyDictionary()
+)
+_closing: set[asyncio.Task] = set()
+
+
+def _database() -> _Database:
+    loop = asyncio.get_running_loop()
+    database = _databases.get(loop)
+    if database is None:
+        database = _databases[loop] = _Database(loop)
+    return database
+
+
 async def _open_pool():
     from psycopg_pool import AsyncConnectionPool
 
@@ -134,50 +264,22 @@ async def _open_pool():
         # that does not answer must not hold requests for the default 30 s).
         timeout=ds_settings.DB_POOL_TIMEOUT,
     )
-    # Not waiting for the first connection: with the database down, requests
-    # answer 503 after DB_POOL_TIMEOUT while the pool keeps reconnecting.
+    # Not waiting for the first connection: requests wait for it (up to
+    # DB_POOL_TIMEOUT) while the pool connects.
     await pool.open(wait=False)
     return pool
 
 
-async def _pool():
-    loop = asyncio.get_running_loop()
-    task = _pools.get(loop)
-    if task is None or (task.done() and task.exception() is not None):
-        task = _pools[loop] = loop.create_task(_open_pool())
-    return await asyncio.shield(task)
-
-
-_closing: set[asyncio.Task] = set()
-
-
-def _failing(pool) -> bool:
-    """Whether ``pool`` has failed to connect (not merely been busy)."""
-    return pool.get_stats().get("connections_errors", 0) > 0
-
-
-def _replace_pool(pool) -> None:
-    """Start a new pool in place of ``pool``, whose connection attempts time out.
-
-    The pool retries a failed connection with an exponential backoff; after an
-    outage of some seconds its next attempt could come long after the database
-    is back. A new pool tries at once.
-    """
-    loop = asyncio.get_running_loop()
-    task = _pools.get(loop)
-    if task is None or not task.done() or task.exception() is not None or task.result() is not pool:
-        return  # replaced already
-    del _pools[loop]
-    closing = loop.create_task(pool.close(timeout=1.0))
-    _closing.add(closing)
-    closing.add_done_callback(_closing.discard)
+async def _close(task: asyncio.Task) -> None:
+    with contextlib.suppress(Exception):
+        await (await task).close(timeout=1.0)
 
 
 async def close_pool() -> None:
     """Close the running loop's connection pool (tests, shutdown)."""
-    task = _pools.pop(asyncio.get_running_loop(), None)
-    if task is not None:
-        await (await task).close()
+    database = _databases.pop(asyncio.get_running_loop(), None)
+    if database is not None:
+        await database.close()
 
 
 # Set while a WSGI server runs the request (see :func:`on_django_connection`).
@@ -231,9 +333,11 @@ async def run_async(op: Op[T], *, atomic: bool = False, resend: bool = True) -> 
         query = next(op)
     except StopIteration as stop:
         return stop.value
-    pool = None
+    database = _database()
+    if not await database.back():
+        raise ServiceUnavailable("database unavailable", retry_after=RETRY_AFTER)
     try:
-        pool = await _pool()
+        pool = await database.pool()
         for attempt in (1, 2):
             try:
                 return await _run_on_pool(pool, op, query, atomic)
@@ -246,8 +350,7 @@ async def run_async(op: Op[T], *, atomic: bool = False, resend: bool = True) -> 
         raise AssertionError("unreachable")
     except psycopg.OperationalError as exc:
         logger.warning("database unavailable: %s", exc)
-        if isinstance(exc, PoolTimeout) and pool is not None and _failing(pool):
-            _replace_pool(pool)
+        database.suspect()
         raise ServiceUnavailable("database unavailable", retry_after=RETRY_AFTER) from exc
 
 
