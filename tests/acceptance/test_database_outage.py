@@ -308,6 +308,7 @@ def test_readers_and_an_idempotent_producer_ride_out_database_restarts(database,
             try:
                 note(response)
                 if response.status_code == 503:
+                    await response.aread()  # so its connection is reused
                     await pause(response)
                     continue
                 assert response.status_code == 200, response.status_code
