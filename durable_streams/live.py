@@ -151,8 +151,9 @@ class Listener:
             hook.reconnected()
 
     async def _run(self) -> None:
-        # The pool's pacing: a database that comes back is noticed within a second.
+        # The pool's pacing: a database that comes back is noticed within 0.5 s.
         delays = reconnect_delays()
+        failing = False
         channel = ds_settings.NOTIFY_CHANNEL
         while True:
             try:
@@ -160,7 +161,7 @@ class Listener:
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self._connected.set()
-                    delays = reconnect_delays()
+                    delays, failing = reconnect_delays(), False
                     # Anything committed while we were not listening: re-read.
                     self._reset()
                     async for note in conn.notifies():
@@ -178,7 +179,11 @@ class Listener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("stream notification listener lost: %s", exc)
+                # Once per outage; the further attempts (two a second) at debug level.
+                (logger.debug if failing else logger.warning)(
+                    "stream notification listener lost: %s", exc
+                )
+                failing = True
             if self._connected.is_set():
                 # Lost (once, not on every failed attempt): waiting readers re-read,
                 # then poll every FALLBACK_POLL_INTERVAL until it is back.
