@@ -4,7 +4,9 @@
 ``503`` with ``"status": "unavailable"`` and which check failed, so a load
 balancer can take the process out of rotation. It reveals no stream data and
 needs no credentials. Each process has its own listener: the answer is about
-the process that served it.
+the process that served it. Under WSGI the database check runs on Django's
+connection of the request thread, and the listener check reports
+``"live_reads": false`` (no live reads, so no listener, in such a process).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from django.views.decorators.http import require_safe
 
 from . import storage
 from .live import get_listener
+from .storage import drivers
 
 # Seconds each check may take before it counts as failed.
 CHECK_TIMEOUT = 3.0
@@ -33,6 +36,10 @@ async def _database() -> dict:
 
 
 async def _listener() -> dict:
+    if drivers.is_on_django_connection():
+        # WSGI: the loop ends with this request and no live read is served
+        # here; a LISTEN connection opened on it would outlive it.
+        return {"ok": True, "live_reads": False}
     listener = get_listener()
     # Starts it if this process has not yet (a fresh process serves no live reader yet).
     await listener.start(wait=CHECK_TIMEOUT)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
+from asgiref.sync import AsyncToSync
 from django.db import connections, transaction
 from psycopg_pool import PoolTimeout
 
@@ -305,13 +306,29 @@ def on_django_connection():
 
 
 def is_on_django_connection() -> bool:
-    """True inside :func:`on_django_connection` (the request is served by WSGI)."""
-    return _django_connection.get()
+    """Whether async operations run on Django's connection of the calling thread.
+
+    True inside :func:`on_django_connection` (a WSGI server serves the
+    request) and on an event loop made for one call by ``async_to_sync``
+    from sync code (Django runs async views so under WSGI; sync code calls
+    the async API so): the loop ends with the call, and a pool opened on it
+    would keep its connections for nothing. The calling thread's connection
+    is the one the sync API uses, bounded by the threads and closed by
+    Django (``CONN_MAX_AGE``) at the end of a request.
+    """
+    if _django_connection.get():
+        return True
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return loop in AsyncToSync.loop_thread_executors
 
 
 async def run_async(op: Op[T], *, atomic: bool = False, resend: bool = True) -> T:
-    """Run an operation on the event loop's connection pool (or, under WSGI,
-    on Django's connection of the request thread).
+    """Run an operation on the event loop's connection pool (or, under WSGI
+    and from sync code through ``async_to_sync``, on Django's connection of
+    the calling thread: :func:`is_on_django_connection`).
 
     A connection that fails before the operation's first query has answered
     has done nothing (no commit was sent), so that query is sent again once on
@@ -321,7 +338,7 @@ async def run_async(op: Op[T], *, atomic: bool = False, resend: bool = True) -> 
     :class:`~durable_streams.exceptions.ServiceUnavailable` (503 with
     ``Retry-After``), never a bare database error.
     """
-    if _django_connection.get():
+    if is_on_django_connection():
         from asgiref.sync import sync_to_async
         from django.db import OperationalError
 

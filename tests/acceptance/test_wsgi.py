@@ -97,3 +97,20 @@ def test_absolute_form_request_targets_are_served_under_wsgi(wsgi_server):
         assert http.put(url, headers=TEXT, content=b"a").status_code == 201
         assert absolute_form_append_and_read(wsgi_server.port, path) == b"ab"
         assert http.get(url).content == b"ab"
+
+
+def test_health_checks_under_wsgi_open_no_connection_per_request(wsgi_server):
+    # Django runs the async health view on a loop made for each request: a
+    # pool or LISTEN connection opened there would outlive it, one per check.
+    url = f"{wsgi_server.url}/api/durable-streams/health/"
+    with httpx.Client(timeout=30) as http:
+        for _ in range(2):
+            assert http.get(url).status_code == 200
+        warm = server_connections()
+        for _ in range(10):
+            health = http.get(url)
+            assert health.status_code == 200, health.text
+        after = server_connections()
+    assert health.json()["database"]["ok"] is True
+    assert health.json()["listener"] == {"ok": True, "live_reads": False}
+    assert after <= warm, f"{after - warm} connections opened by 10 health checks"
