@@ -309,26 +309,19 @@ class Feed:
                 waiter.set_result(delivered)
 
     async def wait(
-        self, path: str, position: int, seconds: float | None
+        self, path: str, position: int, waiter: asyncio.Future
     ) -> tuple[ReadResult, int] | None:
-        """Wait up to ``seconds`` (None: no limit) for the next wake; then the
-        read from ``position`` it made and the ``version`` that read reflects.
-        None when the time ran out. Raises what that read raised."""
-        loop = asyncio.get_running_loop()
+        """Wait on ``waiter`` until the next wake resolves it with the read
+        from ``position`` it made and the ``version`` that read reflects (or
+        the caller's timer with None). Raises what that read raised."""
         key = (path, position)
         waiters = self._waiting.get(key)
         if waiters is None:
             waiters = self._waiting[key] = set()
-        waiter = loop.create_future()
         waiters.add(waiter)
-        # A timer that resolves the future, not asyncio.timeout: no
-        # cancellation machinery per wait with thousands of followers.
-        timer = None if seconds is None else loop.call_later(seconds, _expire, waiter)
         try:
             return await waiter
         finally:
-            if timer is not None:
-                timer.cancel()
             waiters.discard(waiter)
             if not waiters and self._waiting.get(key) is waiters:
                 del self._waiting[key]
@@ -415,6 +408,10 @@ class Follow:
         self._mark = 0
         self._first: ReadResult | None = None
         self._events: AsyncIterator[ReadResult | Idle] | None = None
+        # The current wait's future and the timer that may end it (see _ring_within).
+        self._waiter: asyncio.Future | None = None
+        self._alarm: asyncio.TimerHandle | None = None
+        self._alarm_at = 0.0
 
     async def start(self) -> ReadResult:
         """The first read (once; later calls return it again)."""
@@ -471,6 +468,7 @@ class Follow:
         listener = self._listener
         assert listener is not None
         stream_id = result.stream.id
+        loop = asyncio.get_running_loop()
         feed = listener.subscribe(stream_id)
         # Reads of our own are shared only with reads started after this
         # and after the feed's latest wake (see storage.aread).
@@ -508,10 +506,14 @@ class Follow:
                         if not listener.healthy:
                             # No notifications: re-read on the fallback interval.
                             seconds = _shorter(seconds, ds_settings.FALLBACK_POLL_INTERVAL)
+                        waiter = self._waiter = loop.create_future()
+                        self._ring_within(loop, seconds)
                         try:
-                            delivered = await feed.wait(self.path, self._position, seconds)
+                            delivered = await feed.wait(self.path, self._position, waiter)
                         except Exception as exc:
                             self._fail(exc)
+                        finally:
+                            self._waiter = None
                         if delivered is not None or not listener.healthy:
                             break
                     if _stopping:
@@ -525,3 +527,29 @@ class Follow:
                     result = await self._read(max(feed.woken_at, subscribed_at))
         finally:
             listener.unsubscribe(stream_id, feed)
+            if self._alarm is not None:
+                self._alarm.cancel()
+                self._alarm = None
+
+    def _ring_within(self, loop: asyncio.AbstractEventLoop, seconds: float | None) -> None:
+        """End the current wait (with None) after ``seconds`` at the latest.
+
+        One timer serves many waits: it is replaced only when it would ring
+        too late, and ringing early just makes the loop wait again. So a
+        follower woken by every append does not create and cancel a timer
+        each time (its idle and deadline timers are seconds away).
+        """
+        if seconds is None:
+            return
+        when = loop.time() + seconds
+        if self._alarm is None or self._alarm_at > when:
+            if self._alarm is not None:
+                self._alarm.cancel()
+            self._alarm = loop.call_at(when, self._ring)
+            self._alarm_at = when
+
+    def _ring(self) -> None:
+        self._alarm = None
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
