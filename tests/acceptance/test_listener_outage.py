@@ -122,10 +122,12 @@ def listener_up(server: ServerProcess) -> bool:
     return response.json()["listener"]["ok"]
 
 
-def cut_the_listener(test_database_url: str, server: ServerProcess, proxy: Proxy) -> None:
+def cut_the_listener(test_database_url: str, server: ServerProcess, proxy: Proxy) -> float:
     """Hold new connections and end the server's LISTEN session; return once
-    the server reports its listener down (its reconnect then hangs)."""
+    the server reports its listener down (its reconnect then hangs). Returns
+    the instant (``time.monotonic()``) just before the session was ended."""
     proxy.hold()
+    cut_at = time.monotonic()
     with psycopg.connect(test_database_url, autocommit=True) as conn:
         ended = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -138,51 +140,96 @@ def cut_the_listener(test_database_url: str, server: ServerProcess, proxy: Proxy
     while listener_up(server):
         assert time.monotonic() < deadline, "the listener did not notice"
         time.sleep(0.1)
+    return cut_at
 
 
-def waiting_long_poll(server: ServerProcess, url: str, offset: str):
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(httpx.get, url, params={"offset": offset, "live": "long-poll"}, timeout=90)
-    await_waiting_readers(server.url, 1)
-    return future, pool
+class Outage:
+    """A server reaching Postgres through its own proxy, with one long-poll
+    (60 s) waiting at the tail of each of its fresh streams, then its listener
+    cut. Appends go through the main server, so no notification can reach
+    this one while the listener is down."""
+
+    def __init__(self, server: ServerProcess, proxy: Proxy, appends: list[str], pool) -> None:
+        self.server = server
+        self.proxy = proxy
+        self._appends = appends
+        self._pool = pool
+        self.readers: list = []
+        self.cut_at = 0.0
+
+    def append(self, index: int, body: bytes) -> None:
+        response = httpx.post(self._appends[index], headers=TEXT, content=body, timeout=10)
+        assert response.status_code == 204
+
+    def answers(self, timeout: float = 60) -> list[tuple[int, bytes]]:
+        return [(r.status_code, r.content) for r in self.responses(timeout)]
+
+    def responses(self, timeout: float) -> list[httpx.Response]:
+        return [reader.result(timeout=timeout) for reader in self.readers]
 
 
-def test_while_the_listener_is_down_a_waiting_reader_still_gets_new_data(
-    http, ds_server, proxied, test_database_url
-):
-    server, proxy = proxied(DS_TEST_LONG_POLL_TIMEOUT="60", DS_TEST_FALLBACK_POLL_INTERVAL="1")
-    path = unique()
-    tail = http.put(ds_server.stream_url(path), headers=TEXT).headers["Stream-Next-Offset"]
-    future, pool = waiting_long_poll(server, server.stream_url(path), tail)
-    try:
-        cut_the_listener(test_database_url, server, proxy)
-        # Appended through another server: this one hears no notification.
-        assert http.post(ds_server.stream_url(path), headers=TEXT, content=b"x").status_code == 204
-        response = future.result(timeout=60)
-    finally:
-        pool.shutdown()
-    # Found by a re-read while the listener is still down (FALLBACK_POLL_INTERVAL
-    # 1 s); without one the long-poll would have answered 204 after 60 s.
-    assert (response.status_code, response.content) == (200, b"x")
-    assert not listener_up(server)
+@pytest.fixture
+def outage(http, ds_server, proxied, test_database_url) -> Iterator:
+    """``outage(interval, streams=1) -> Outage`` with FALLBACK_POLL_INTERVAL ``interval``."""
+    pools: list[ThreadPoolExecutor] = []
+
+    def start(interval: float, streams: int = 1) -> Outage:
+        server, proxy = proxied(
+            DS_TEST_LONG_POLL_TIMEOUT="60", DS_TEST_FALLBACK_POLL_INTERVAL=str(interval)
+        )
+        pool = ThreadPoolExecutor(streams)
+        pools.append(pool)
+        paths = [unique() for _ in range(streams)]
+        outage = Outage(server, proxy, [ds_server.stream_url(p) for p in paths], pool)
+        for path in paths:
+            put = http.put(ds_server.stream_url(path), headers=TEXT)
+            params = {"offset": put.headers["Stream-Next-Offset"], "live": "long-poll"}
+            outage.readers.append(
+                pool.submit(httpx.get, server.stream_url(path), params=params, timeout=90)
+            )
+        await_waiting_readers(server.url, streams)
+        outage.cut_at = cut_the_listener(test_database_url, server, proxy)
+        return outage
+
+    yield start
+    for pool in pools:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
-def test_when_the_listener_reconnects_every_reader_re_reads(
-    http, ds_server, proxied, test_database_url
-):
-    # A fallback interval longer than the long-poll: only the reconnect can wake it.
-    server, proxy = proxied(DS_TEST_LONG_POLL_TIMEOUT="60", DS_TEST_FALLBACK_POLL_INTERVAL="600")
-    path = unique()
-    tail = http.put(ds_server.stream_url(path), headers=TEXT).headers["Stream-Next-Offset"]
-    future, pool = waiting_long_poll(server, server.stream_url(path), tail)
-    try:
-        cut_the_listener(test_database_url, server, proxy)
-        assert http.post(ds_server.stream_url(path), headers=TEXT, content=b"x").status_code == 204
-        time.sleep(2)  # a window in which nothing may answer the reader
-        assert not future.done()
-        proxy.release()  # the listener's pending connect goes through
-        response = future.result(timeout=60)
-    finally:
-        pool.shutdown()
-    assert (response.status_code, response.content) == (200, b"x")
-    assert listener_up(server)
+# Longer than it takes to see the listener down (the health check waits up
+# to 3 s for it) and append: a reader re-reading sooner is told apart.
+INTERVAL = 8.0
+
+
+def test_while_the_listener_is_down_waiting_readers_re_read_every_fallback_interval(outage):
+    slow = outage(interval=600)
+    fast = outage(interval=INTERVAL)
+    # The cut woke fast's reader for one re-read (finding nothing yet); the
+    # next is due one INTERVAL after the cut, and no notification can come.
+    slow.append(0, b"x")
+    appended = time.monotonic()
+    fast.append(0, b"x")
+    (answer,) = fast.answers(timeout=INTERVAL + 30)
+    answered = time.monotonic()
+    # Found by a re-read while the listener is still down; without one the
+    # long-poll would have answered 204 after 60 s.
+    assert answer == (200, b"x")
+    assert not listener_up(fast.server)
+    # On the interval: not before one had passed since the cut, nor long after
+    # the append (a generous margin: the machine may be loaded).
+    assert answered - fast.cut_at >= INTERVAL, (answered - fast.cut_at, appended - fast.cut_at)
+    assert answered - appended <= INTERVAL + 15, answered - appended
+    # A reader whose interval is 600 s has not re-read meanwhile.
+    assert not slow.readers[0].done()
+
+
+def test_when_the_listener_reconnects_every_reader_re_reads(outage):
+    # A fallback interval longer than the long-poll: only the reconnect can wake them.
+    quiet = outage(interval=600, streams=2)
+    quiet.append(0, b"x")
+    quiet.append(1, b"y")
+    time.sleep(2)  # a window in which nothing may answer the readers
+    assert not any(reader.done() for reader in quiet.readers)
+    quiet.proxy.release()  # the listener's pending connect goes through
+    assert quiet.answers() == [(200, b"x"), (200, b"y")]
+    assert listener_up(quiet.server)
