@@ -5,12 +5,14 @@ deadlines, idle ticks, the listener-down fallback and failed reads."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 
+import psycopg
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import connection, transaction
 from django.test import override_settings
 
 from durable_streams import api, live, offsets, storage
@@ -197,3 +199,113 @@ async def test_a_failed_database_read_ends_the_follow_with_read_failed(cleanup):
         finally:
             await sync_to_async(_rename_segments)(table + "_away", table)
     assert failed.value.status == 503
+
+
+# --- shared reads: which in-flight read a reader may take as its own ---------------------------
+
+
+async def lock_waits(monitor, event: str | None = None) -> int:
+    """Sessions of this database waiting for a lock (of kind ``event``: 'relation', ...)."""
+    cur = await monitor.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND (%s::text IS NULL OR wait_event = %s)",
+        [event, event],
+    )
+    return (await cur.fetchone())[0]
+
+
+async def until(check, what: str) -> None:
+    for _ in range(int(WAIT / 0.02)):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+async def sessions():
+    """``connect()``: psycopg sessions of the test's own beside the pool, closed at the end."""
+    opened = []
+
+    async def connect(autocommit: bool = False):
+        conn = await psycopg.AsyncConnection.connect(
+            **storage.connection_params(), autocommit=autocommit
+        )
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        await conn.close()
+
+
+def segments_lock_sql() -> str:
+    # Stops reads at their data query, after they read the stream's tail
+    # (a read with nothing to read makes none).
+    return f"LOCK TABLE {Segment._meta.db_table} IN ACCESS EXCLUSIVE MODE"
+
+
+async def test_a_read_started_before_a_commit_is_not_shared_with_a_reader_after_it(
+    cleanup, sessions
+):
+    path = name()
+    # A TTL: each read updates the row. Data: each read from 0 queries the segments.
+    await create(path, data="a", ttl_seconds=3600)
+    monitor = await sessions(autocommit=True)
+    # 1. An append holds the stream's row, uncommitted, until ``go``.
+    holding, go = threading.Event(), threading.Event()
+
+    def append_held() -> None:
+        try:
+            with transaction.atomic():
+                api.append(path, "x")
+                holding.set()
+                go.wait(WAIT)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=append_held)
+    writer.start()
+    try:
+        assert await asyncio.to_thread(holding.wait, WAIT)
+        # 2. An early read: it reads the tail before the commit, then waits
+        # for the row (its TTL update) behind the append.
+        early = asyncio.create_task(storage.aread(path, 0, shared_since=time.monotonic()))
+        await until(lambda: lock_waits(monitor), "the early read to wait for the row")
+        # 3. A session queues for the segment table behind the append: once the
+        # append commits it holds the table, so the early read stays in flight.
+        blocker = await sessions()
+        table_lock = asyncio.create_task(blocker.execute(segments_lock_sql()))
+        await until(lambda: lock_waits(monitor, "relation"), "the table lock to queue")
+    finally:
+        go.set()
+        await asyncio.to_thread(writer.join, WAIT)
+    await asyncio.wait_for(table_lock, WAIT)
+    await until(lambda: lock_waits(monitor, "relation"), "the early read to wait for the table")
+    assert not early.done()
+    # 4. A reader that knows of the commit may not take the early read.
+    late = asyncio.create_task(storage.aread(path, 0, shared_since=time.monotonic()))
+    await asyncio.sleep(0.1)
+    await blocker.commit()
+    early_result, late_result = await asyncio.wait_for(asyncio.gather(early, late), WAIT)
+    assert early_result.body == b"a"  # it had read the tail before the commit
+    assert late_result.body == b"ax"
+
+
+async def test_a_read_in_flight_at_another_offset_is_not_shared(cleanup, sessions):
+    path = name()
+    await create(path, data="abcdef")
+    blocker = await sessions()
+    await blocker.execute(segments_lock_sql())
+    monitor = await sessions(autocommit=True)
+    since = time.monotonic()
+    first = asyncio.create_task(storage.aread(path, 0, shared_since=since))
+    await until(lambda: lock_waits(monitor, "relation"), "the first read to wait")
+    # Started after ``since``, so eligible by time, but at another offset.
+    other = asyncio.create_task(storage.aread(path, 3, shared_since=since))
+    same = asyncio.create_task(storage.aread(path, 0, shared_since=since))
+    await asyncio.sleep(0.1)
+    await blocker.commit()
+    results = await asyncio.wait_for(asyncio.gather(first, other, same), WAIT)
+    assert [r.body for r in results] == [b"abcdef", b"def", b"abcdef"]
+    assert [r.start for r in results] == [0, 3, 0]
