@@ -4,9 +4,11 @@ timeouts, framing, base64, keep-alives and clients that go away."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import struct
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -465,34 +467,103 @@ def test_live_reads_slide_the_ttl(http, server, test_database_url):
     assert last_access_age(test_database_url, path) < 40
 
 
-def test_many_sse_readers_of_one_stream_receive_every_rapid_append_in_order(
-    http, patient_server, patient_url
-):
+class Follower:
+    """An SSE reader on a thread of its own, from ``offset`` (``before``
+    characters into the stream) until it holds the rest of the stream's
+    ``total`` characters (or the server ends the response)."""
+
+    def __init__(self, url: str, offset: str, before: int, total: int) -> None:
+        self.url, self.offset, self.before = url, offset, before
+        self.length = total - before
+        self.status: int | None = None
+        self.data: list[str] = []
+        self.offsets: list[str] = []
+        self.received = 0
+        self._response: httpx.Response | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        params = {"offset": self.offset, "live": "sse"}
+        with (
+            contextlib.suppress(httpx.HTTPError, AssertionError),
+            httpx.stream("GET", self.url, params=params, timeout=60) as response,
+        ):
+            self._response, self.status = response, response.status_code
+            for kind, data in SSE(response, time.monotonic() + 150).events():
+                if kind == "data":
+                    self.data.append(data)
+                    self.received += len(data)
+                elif kind == "control":
+                    self.offsets.append(json.loads(data)["streamNextOffset"])
+                if self.received >= self.length:
+                    return
+
+    def behind(self, written: int) -> int:
+        """How many of the first ``written`` characters it has yet to receive."""
+        return written - self.before - self.received
+
+    def text(self) -> str:
+        return "".join(self.data)
+
+    def close(self) -> None:
+        if self._response is not None:
+            self._response.close()
+        self._thread.join(timeout=10)
+
+
+def test_many_sse_readers_of_one_stream_receive_every_rapid_append_in_order(http, server_factory):
     """Readers woken together share one read: none may miss a commit that
-    lands while that read is in flight. Nothing is appended after the last
-    record, so a reader that missed it would wait for the server's 120 s
-    timer and fail here after 60 s."""
-    readers, appends = 16, 150
-    expected = "".join(f"<{i}>" for i in range(appends))
-    http.put(patient_url, headers=TEXT)
-    await_waiting_readers(patient_server.url, 0)
+    lands while that read is in flight, nor be given a read made for another
+    offset. The readers start at different offsets; the appends come in
+    rounds from concurrent writers, and every reader must hold all of a round
+    before the next begins, so one that missed a round's last commit (and
+    would wait for the server's 120 s timer) fails at that round."""
+    server = server_factory(DS_TEST_LONG_POLL_TIMEOUT="120", DS_TEST_SSE_MAX_DURATION="120")
+    url = server.stream_url(unique())
+    readers, rounds, writers, per_writer = 12, 40, 3, 2
+    backlog = [f"<b{i}>" for i in range(40)]
+    batches = [
+        [[f"<{r}.{w}.{i}>" for i in range(per_writer)] for w in range(writers)]
+        for r in range(rounds)
+    ]
+    total = len("".join(backlog)) + sum(len(b) for rnd in batches for ws in rnd for b in ws)
+    starts = [("-1", 0)]  # reader offsets, and how much of the data lies before them
+    http.put(url, headers=TEXT)
+    for body in backlog:
+        response = http.post(url, headers=TEXT, content=body.encode())
+        starts.append((response.headers["Stream-Next-Offset"], starts[-1][1] + len(body)))
+    await_waiting_readers(server.url, 0)
 
-    def complete(events) -> bool:
-        return "".join(data_events(events)) == expected
-
-    with ThreadPoolExecutor(readers) as pool:
-        futures = [
-            pool.submit(sse_events, patient_url, "-1", until=complete, limit=60)
-            for _ in range(readers)
-        ]
-        await_waiting_readers(patient_server.url, readers)
+    def post_all(bodies: list[str]) -> None:
         with httpx.Client(timeout=30) as writer:
-            for i in range(appends):
-                response = writer.post(patient_url, headers=TEXT, content=f"<{i}>".encode())
+            for body in bodies:
+                response = writer.post(url, headers=TEXT, content=body.encode())
                 assert response.status_code == 204
-        results = [future.result(timeout=180) for future in futures]
-    for events, response, _ in results:
-        assert response.status_code == 200
-        assert "".join(data_events(events)) == expected
-        offsets_seen = [c["streamNextOffset"] for c in controls(events)]
-        assert offsets_seen == sorted(offsets_seen)
+
+    # Two readers at each of six offsets across the backlog.
+    followers = [Follower(url, *starts[(i % 6) * 8], total) for i in range(readers)]
+    try:
+        await_waiting_readers(server.url, readers)
+        written = len("".join(backlog))
+        with ThreadPoolExecutor(writers) as pool:
+            for number, batch in enumerate(batches):
+                list(pool.map(post_all, batch))
+                written += sum(len(b) for ws in batch for b in ws)
+                deadline = time.monotonic() + 20
+                while any(f.behind(written) for f in followers):
+                    behind = [f.behind(written) for f in followers]
+                    assert time.monotonic() < deadline, (
+                        f"round {number}: missing (<0: extra) {behind}"
+                    )
+                    time.sleep(0.02)
+        stream = http.get(url, params={"offset": "-1"}).text
+    finally:
+        for follower in followers:
+            follower.close()
+        server.stop()
+    assert len(stream) == total
+    for follower in followers:
+        assert follower.status == 200
+        assert follower.text() == stream[follower.before :]
+        assert follower.offsets == sorted(follower.offsets)
