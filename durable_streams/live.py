@@ -91,6 +91,10 @@ class Listener:
         feed.followers += 1
         return feed
 
+    def feed(self, stream_id: int) -> Feed | None:
+        """The feed of ``stream_id`` while anyone follows it."""
+        return self._feeds.get(stream_id)
+
     def unsubscribe(self, stream_id: int, feed: Feed) -> None:
         feed.followers -= 1
         if feed.followers <= 0 and self._feeds.get(stream_id) is feed:
@@ -273,6 +277,11 @@ class Feed:
         self.woken_at = 0.0
         self._waiting: dict[tuple[str, int], set[asyncio.Future]] = {}
         self._reads: set[asyncio.Task] = set()
+
+    @property
+    def waiting(self) -> int:
+        """How many followers wait for the next wake now."""
+        return sum(len(waiters) for waiters in self._waiting.values())
 
     def wake(self) -> None:
         """A commit (or a possibly missed one): read once per offset waited at."""

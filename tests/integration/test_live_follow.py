@@ -65,6 +65,30 @@ async def test_first_read_then_one_read_per_commit(cleanup):
     assert (second.body, second.start, second.next_offset) == (b"bc", 1, offsets.encode(3))
 
 
+async def test_followers_waiting_at_the_tail_share_one_read_of_each_commit(cleanup):
+    path = name()
+    await create(path)
+    follows = [live.Follow(path, None, until=time.monotonic() + WAIT) for _ in range(20)]
+    try:
+        firsts = await asyncio.gather(*(anext(aiter(f)) for f in follows))
+        nexts = [asyncio.create_task(anext(aiter(f))) for f in follows]
+        feed = live.get_listener().feed(firsts[0].stream.id)
+
+        async def all_waiting() -> bool:
+            return feed.waiting == len(follows)
+
+        await until(all_waiting, "every follower to wait at the tail")
+        await append(path, "b")
+        results = await asyncio.wait_for(asyncio.gather(*nexts), WAIT)
+        # One read, handed to every follower: the very same result.
+        assert all(result is results[0] for result in results)
+        assert (results[0].body, results[0].start) == (b"b", 1)
+    finally:
+        for follow in follows:
+            await follow.aclose()
+    assert live.get_listener().feed(firsts[0].stream.id) is None
+
+
 async def test_a_commit_between_the_first_read_and_the_subscription_is_not_missed(cleanup):
     path = name()
     await create(path)
