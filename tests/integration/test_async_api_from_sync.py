@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 
+import psutil
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection, connections
