@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from example_project.embedded import (
@@ -46,6 +47,15 @@ def serve(data_dir, command) -> subprocess.Popen:
     )
 
 
+def sleeper_started(runner: subprocess.Popen) -> bool:
+    """Whether the runner has started its command (the sleeper)."""
+    try:
+        children = psutil.Process(runner.pid).children()
+        return any(SLEEPER[-1] in " ".join(child.cmdline()) for child in children)
+    except psutil.Error:  # the runner or a child ended meanwhile
+        return False
+
+
 def wait_for(predicate, what: str, limit: float = 120) -> None:
     deadline = time.monotonic() + limit
     while not predicate():
@@ -58,6 +68,10 @@ def test_the_embedded_server_stops_when_the_served_command_is_stopped(data_dir, 
     runner = serve(data_dir, SLEEPER)
     try:
         wait_for(lambda: embedded_postgres_status(data_dir) is not None, "the server to start")
+        # The server answers before the runner has started its command (it still
+        # creates the database): a Ctrl-C in between would stop a half-started
+        # server, which is not the case this test is about.
+        wait_for(lambda: sleeper_started(runner), "the command to start")
         # Ctrl-C goes to the whole foreground process group; SIGTERM to the runner only.
         if stop == signal.SIGINT:
             os.killpg(runner.pid, signal.SIGINT)
