@@ -152,6 +152,11 @@ async function tanstack() {
   const chunks = []
   let contents = 0
   let drops = 0
+  // Send only once the subscription has its first chunk (the session's
+  // snapshot): a read that starts after the echo is stored would see the
+  // user's message in the snapshot instead of as chunks.
+  let subscribed
+  const firstChunk = new Promise((resolve) => (subscribed = resolve))
   const finished = (async () => {
     // A dropped read fails; subscribing again on the same connection goes on
     // from the offset of the last batch it delivered.
@@ -159,6 +164,7 @@ async function tanstack() {
       try {
         for await (const chunk of connection.subscribe(live.signal)) {
           chunks.push(chunk)
+          subscribed()
           if (chunk.type === "TEXT_MESSAGE_CONTENT") emit({ phase: "progress", deltas: ++contents })
           if (chunk.type === "RUN_FINISHED" || chunk.type === "RUN_ERROR") return
         }
@@ -168,6 +174,7 @@ async function tanstack() {
     }
   })()
   const user = { id: "user-1", role: "user", parts: [{ type: "text", content: args.prompt }] }
+  await firstChunk
   await connection.send([user], {})
   await finished
   live.abort()
