@@ -48,12 +48,14 @@ class Coalescer:
         due_at = self.due_at()
         return due_at is not None and (self.full or now >= due_at)
 
-    def take(self) -> list[bytes]:
-        """The next batch (at most ``batch_size`` units), oldest first.
+    def take(self, limit: int | None = None) -> list[bytes]:
+        """The next batch (at most ``batch_size`` units, and at most ``limit``),
+        oldest first.
 
         Units left behind keep their start time: they are due at once.
         """
-        batch, self._units = self._units[: self.batch_size], self._units[self.batch_size :]
+        size = self.batch_size if limit is None else min(limit, self.batch_size)
+        batch, self._units = self._units[:size], self._units[size:]
         if not self._units:
             self._since = None
         return batch

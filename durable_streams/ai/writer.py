@@ -271,8 +271,15 @@ class TokenWriter:
         assert self._appender is not None
         async with self._lock:
             self._cancel_timer()
-            while len(self._coalescer):
-                body = self.encoding.join(self._coalescer.take())
+            # Only what is buffered now: units that arrive during these appends
+            # start their own linger (_timed_flush re-arms the timer), so a
+            # steady source gets one append per linger interval, not one per
+            # commit.
+            left = len(self._coalescer)
+            while left > 0:
+                units = self._coalescer.take(left)
+                left -= len(units)
+                body = self.encoding.join(units)
                 # Shielded: a cancelled caller must not leave an append half
                 # known; _end() waits for it before writing the marker.
                 self._inflight = asyncio.ensure_future(self._appender.asend(body, close=False))
