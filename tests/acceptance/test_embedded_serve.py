@@ -44,6 +44,10 @@ def serve(data_dir, command) -> subprocess.Popen:
         cwd=ROOT,
         env=env,
         start_new_session=True,  # a Ctrl-C reaches the runner and its command, as in a terminal
+        # A suite started in the background of a non-interactive shell inherits
+        # SIGINT ignored, and Python then never raises KeyboardInterrupt: give
+        # the runner a terminal's default, as `make run` has.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
