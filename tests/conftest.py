@@ -14,6 +14,7 @@ write in-process and read from another connection use ``transactional_db``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -161,3 +162,25 @@ def http() -> Iterator[httpx.Client]:
 def stream_url(server) -> str:
     """URL of a fresh (not yet created) stream on the main server."""
     return f"{server}/v1/stream/{support.unique()}"
+
+
+@pytest.fixture
+async def _close_loop_pool():
+    """Close the async API's pool of this test's event loop before the loop ends.
+
+    Left open, pytest-asyncio cancels the pool's worker tasks when it closes
+    the loop; a worker that is connecting then can lose the cancellation to
+    the connection's own timeout and wait on its queue forever (a hung suite,
+    seen once in five runs of tests/integration/test_sessions_agents.py).
+    """
+    yield
+    from durable_streams import storage
+
+    await storage.close_pool()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every async test closes its loop's pool (above), set up after the loop.
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.fixturenames.append("_close_loop_pool")
