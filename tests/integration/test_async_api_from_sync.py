@@ -21,11 +21,17 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def other_connections() -> int:
-    """Connections to the test database other than this thread's own."""
+    """This process's connections to the test database, other than this thread's
+    own. Servers that other tests run connect to the same database; their
+    connections come and go, so only the ones whose client port is a socket of
+    this process count."""
+    ports = [c.laddr.port for c in psutil.Process().net_connections("tcp") if c.laddr]
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND client_port = ANY(%s)",
+            [ports],
         )
         return cursor.fetchone()[0]
 
