@@ -10,7 +10,7 @@ import time
 import pytest
 from django.db import OperationalError, connections
 
-from durable_streams import api, storage
+from durable_streams import api
 from durable_streams.ai import JSONMessages, TokenWriter, awrite_stream, write_stream
 from durable_streams.exceptions import Conflict
 from durable_streams.executor import run
@@ -25,7 +25,6 @@ WAIT = 20.0  # seconds a test waits for the writer at most (a bound, never asser
 @pytest.fixture(autouse=True)
 async def executor_connections():
     yield
-    await storage.close_pool()  # the async API's pool belongs to this test's loop
     close_executor_connections()
 
 

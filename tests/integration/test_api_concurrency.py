@@ -7,7 +7,7 @@ import threading
 import pytest
 from django.db import connections
 
-from durable_streams import api, storage
+from durable_streams import api
 from durable_streams.exceptions import Conflict, NotFound
 from durable_streams.producers import Producer
 
@@ -113,7 +113,6 @@ def test_concurrent_close_and_appends_never_write_after_the_close():
 @pytest.fixture
 async def executor_connections():
     yield
-    await storage.close_pool()  # the async twins' pool belongs to this test's loop
     close_executor_connections()
 
 

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from durable_streams import api, storage
+from durable_streams import api
 from durable_streams.asgi import StreamsASGIApp
 from durable_streams.exceptions import NotFound
 
@@ -70,7 +70,6 @@ async def call(app, method: str, path: str, messages: list[dict], headers=()) ->
 @pytest.fixture
 async def app():
     yield StreamsASGIApp(Fallback(), prefix="/v1/stream/")
-    await storage.close_pool()
     close_executor_connections()
 
 

@@ -28,7 +28,6 @@ WAIT = 20.0  # seconds any step may take at most before the test gives up
 async def cleanup():
     yield
     await live.get_listener().stop()
-    await storage.close_pool()
 
 
 def name() -> str:

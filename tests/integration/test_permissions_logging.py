@@ -9,8 +9,6 @@ import uuid
 import pytest
 from django.test import AsyncClient, override_settings
 
-from durable_streams.storage import close_pool
-
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN_POLICY = {"LONG_POLL_TIMEOUT": 1.0, "POLICY": "tests.policies.TokenPolicy"}
@@ -19,7 +17,6 @@ TOKEN_POLICY = {"LONG_POLL_TIMEOUT": 1.0, "POLICY": "tests.policies.TokenPolicy"
 @pytest.fixture
 async def client():
     yield AsyncClient()
-    await close_pool()  # the pool belongs to this test's event loop
 
 
 def failures(caplog) -> list[logging.LogRecord]:
