@@ -351,7 +351,8 @@ async def run_async(op: Op[T], *, atomic: bool = False, resend: bool = True) -> 
     except StopIteration as stop:
         return stop.value
     database = _database()
-    if not await database.back():
+    # Checked before awaiting: no coroutine per query while the database is up.
+    if database.down and not await database.back():
         raise ServiceUnavailable("database unavailable", retry_after=RETRY_AFTER)
     try:
         pool = await database.pool()
