@@ -13,6 +13,7 @@ write in-process and read from another connection use ``transactional_db``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator
@@ -162,6 +163,19 @@ def http() -> Iterator[httpx.Client]:
 def stream_url(server) -> str:
     """URL of a fresh (not yet created) stream on the main server."""
     return f"{server}/v1/stream/{support.unique()}"
+
+
+@pytest.fixture
+async def pg_conn():
+    """An autocommit psycopg connection of the test's own, beside the async
+    API's pool (for LISTEN, pg_stat_activity, or reading what another session
+    committed); the executor threads' connections are closed after it."""
+    from durable_streams import storage
+
+    conn = await psycopg.AsyncConnection.connect(**storage.connection_params(), autocommit=True)
+    yield conn
+    await conn.close()
+    await asyncio.to_thread(support.close_executor_connections)
 
 
 @pytest.fixture

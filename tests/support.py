@@ -407,3 +407,30 @@ def close_executor_connections() -> None:
         connections.close_all()
 
     wait([pool.submit(close) for _ in range(workers)], timeout=30)
+
+
+def database_sessions(client_ports: list[int] | None = None) -> int:
+    """Sessions connected to the test database other than this thread's own
+    Django connection (which counts them); with ``client_ports``, only those
+    whose client port is one of them."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND (%s::int[] IS NULL OR client_port = ANY(%s))",
+            [client_ports, client_ports],
+        )
+        return cursor.fetchone()[0]
+
+
+async def lock_waits(conn, event: str | None = None) -> int:
+    """Sessions of this database waiting for a lock (of kind ``event``:
+    'relation', 'tuple', ...), counted on ``conn``, an async psycopg connection."""
+    cur = await conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND (%s::text IS NULL OR wait_event = %s)",
+        [event, event],
+    )
+    return (await cur.fetchone())[0]

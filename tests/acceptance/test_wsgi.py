@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from django.db import connection
 
-from ..support import ServerProcess, absolute_form_append_and_read, unique
+from ..support import ServerProcess, absolute_form_append_and_read, database_sessions, unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,21 +48,11 @@ def wsgi_server(request, test_database_url, tmp_path_factory):
     server.stop()
 
 
-def server_connections() -> int:
-    """Connections to the test database other than this test's own."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return cursor.fetchone()[0]
-
-
 def test_non_live_operations_work_under_wsgi_and_leak_no_connection(wsgi_server):
     url = wsgi_server.stream_url(unique("wsgi"))
     with httpx.Client(timeout=30) as http:
         assert http.put(url, headers=TEXT, content=b"a").status_code == 201
-        warm = server_connections()
+        warm = database_sessions()
         for n in range(5):
             assert http.post(url, headers=TEXT, content=b"b").status_code == 204
             read = http.get(url, params={"offset": "-1"})
@@ -71,7 +60,7 @@ def test_non_live_operations_work_under_wsgi_and_leak_no_connection(wsgi_server)
             assert read.content == b"a" + b"b" * (n + 1)
             assert http.head(url).status_code == 200
             assert http.put(url, headers=TEXT).status_code == 200  # idempotent create
-        after = server_connections()
+        after = database_sessions()
         assert http.delete(url).status_code == 204
         assert http.head(url).status_code == 404
     assert after <= warm, f"{after - warm} connections leaked over 20 requests"
@@ -106,11 +95,11 @@ def test_health_checks_under_wsgi_open_no_connection_per_request(wsgi_server):
     with httpx.Client(timeout=30) as http:
         for _ in range(2):
             assert http.get(url).status_code == 200
-        warm = server_connections()
+        warm = database_sessions()
         for _ in range(10):
             health = http.get(url)
             assert health.status_code == 200, health.text
-        after = server_connections()
+        after = database_sessions()
     assert health.json()["database"]["ok"] is True
     assert health.json()["listener"] == {"ok": True, "live_reads": False}
     assert after <= warm, f"{after - warm} connections opened by 10 health checks"

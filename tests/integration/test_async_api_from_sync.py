@@ -10,12 +10,12 @@ import threading
 import psutil
 import pytest
 from asgiref.sync import async_to_sync
-from django.db import connection, connections
+from django.db import connections
 
 from durable_streams import api
 from durable_streams.exceptions import NotFound
 
-from ..support import unique
+from ..support import database_sessions, unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,14 +26,7 @@ def other_connections() -> int:
     connections come and go, so only the ones whose client port is a socket of
     this process count."""
     ports = [c.laddr.port for c in psutil.Process().net_connections("tcp") if c.laddr]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND client_port = ANY(%s)",
-            [ports],
-        )
-        return cursor.fetchone()[0]
+    return database_sessions(client_ports=ports)
 
 
 def calls(path: str, rounds: int, failures: list) -> None:

@@ -16,7 +16,7 @@ from durable_streams import api, content, storage
 from durable_streams.models import Segment, Stream
 from durable_streams.storage.groupcommit import GroupCommitter
 
-from ..support import close_executor_connections, unique
+from ..support import lock_waits, unique
 
 # The committer writes on the event loop's own connections: committed data only.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,17 +39,11 @@ def request(path: str, data: bytes) -> storage.AppendRequest:
     return storage.AppendRequest(path, CT, content.Payload.raw(data))
 
 
-@pytest.fixture
-async def db():
-    """An autocommit connection of the test's own, beside the committer's pool."""
-    conn = await psycopg.AsyncConnection.connect(**storage.connection_params(), autocommit=True)
-    yield conn
-    await conn.close()
-    await asyncio.to_thread(close_executor_connections)
-
-
-async def stream_id(path: str) -> int:
-    return (await api.ahead(path)).id
+async def new_stream() -> tuple[str, int]:
+    """A fresh stream: its path and its row's id."""
+    path = unique()
+    await api.acreate_stream(path, content_type=CT)
+    return path, (await api.ahead(path)).id
 
 
 async def notifications_during(db, stream: int, work) -> tuple[list, int]:
@@ -66,10 +60,8 @@ async def notifications_during(db, stream: int, work) -> tuple[list, int]:
     return result, count
 
 
-async def test_a_batch_holds_at_most_max_batch_appends(db):
-    path = unique()
-    await api.acreate_stream(path, content_type=CT)
-    stream = await stream_id(path)
+async def test_a_batch_holds_at_most_max_batch_appends(pg_conn):
+    path, stream = await new_stream()
     committer = GroupCommitter()
 
     async def ten_appends():
@@ -79,13 +71,13 @@ async def test_a_batch_holds_at_most_max_batch_appends(db):
         )
 
     with group_commit(inflight=1, max_batch=3):
-        results, commits = await notifications_during(db, stream, ten_appends)
+        results, commits = await notifications_during(pg_conn, stream, ten_appends)
     # One notification per committed batch: 3 + 3 + 3 + 1.
     assert commits == 4
     assert [r.next_position for r in results] == [2 * (i + 1) for i in range(10)]
     assert (await api.aread(path)).body == b"".join(b"%d;" % i for i in range(10))
     with group_commit(inflight=1, max_batch=256):
-        _, commits = await notifications_during(db, stream, ten_appends)
+        _, commits = await notifications_during(pg_conn, stream, ten_appends)
     assert commits == 1  # the same ten appends, one transaction
 
 
@@ -109,12 +101,10 @@ async def poison_refused(db, stream: int):
         await db.execute("DROP FUNCTION ds_test_refuse_poison()")
 
 
-async def test_a_batch_the_database_rejects_fails_only_the_request_at_fault(db):
-    path = unique()
-    await api.acreate_stream(path, content_type=CT)
-    stream = await stream_id(path)
+async def test_a_batch_the_database_rejects_fails_only_the_request_at_fault(pg_conn):
+    path, stream = await new_stream()
     committer = GroupCommitter()
-    async with poison_refused(db, stream):
+    async with poison_refused(pg_conn, stream):
         with group_commit(inflight=1, max_batch=256):
             outcomes = await asyncio.gather(
                 committer.append(request(path, b"a;")),
@@ -146,11 +136,7 @@ async def row_locked(db, stream: int):
 
         async def until_blocked() -> None:
             for _ in range(int(WAIT / 0.05)):
-                cur = await db.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-                if (await cur.fetchone())[0]:
+                if await lock_waits(db):
                     return
                 await asyncio.sleep(0.05)
             raise AssertionError("no batch blocked on the stream's row lock")
@@ -161,10 +147,8 @@ async def row_locked(db, stream: int):
         await locker.close()
 
 
-async def test_appends_arriving_while_a_batch_commits_are_committed_and_acknowledged_next(db):
-    path = unique()
-    await api.acreate_stream(path, content_type=CT)
-    stream = await stream_id(path)
+async def test_appends_arriving_while_a_batch_commits_are_committed_and_acknowledged_next(pg_conn):
+    path, stream = await new_stream()
     log: list[str] = []  # batches started and committed, appends acknowledged, in order
 
     async def watched_batch(requests):
@@ -178,7 +162,7 @@ async def test_appends_arriving_while_a_batch_commits_are_committed_and_acknowle
     visible: dict[bytes, bool] = {}
 
     async def visible_tail() -> int:
-        cur = await db.execute(
+        cur = await pg_conn.execute(
             f'SELECT coalesce(max("end"), 0) FROM {Segment._meta.db_table} WHERE stream_id = %s',
             [stream],
         )
@@ -192,7 +176,7 @@ async def test_appends_arriving_while_a_batch_commits_are_committed_and_acknowle
         return result
 
     with group_commit(inflight=1, max_batch=256):
-        async with row_locked(db, stream) as until_blocked:
+        async with row_locked(pg_conn, stream) as until_blocked:
             first = asyncio.create_task(acknowledged(b"a;"))
             await until_blocked()
             assert log == ["start ['a;']"]
@@ -217,14 +201,12 @@ async def test_appends_arriving_while_a_batch_commits_are_committed_and_acknowle
     assert (await api.aread(path)).body == b"a;b;c;d;"
 
 
-async def test_appends_queued_behind_a_failing_batch_are_committed_by_the_next(db):
-    path = unique()
-    await api.acreate_stream(path, content_type=CT)
-    stream = await stream_id(path)
+async def test_appends_queued_behind_a_failing_batch_are_committed_by_the_next(pg_conn):
+    path, stream = await new_stream()
     committer = GroupCommitter()
-    async with poison_refused(db, stream):
+    async with poison_refused(pg_conn, stream):
         with group_commit(inflight=1, max_batch=256):
-            async with row_locked(db, stream) as until_blocked:
+            async with row_locked(pg_conn, stream) as until_blocked:
                 # A batch of one the database rejects: the whole batch fails.
                 failing = asyncio.create_task(committer.append(request(path, b"poison")))
                 await until_blocked()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-import psycopg
 import pytest
 from django.conf import settings
 from django.utils import timezone
@@ -26,14 +25,6 @@ JSON = "application/json"
 
 def plain(path: str, data: bytes, content_type: str = "text/plain") -> storage.AppendRequest:
     return storage.AppendRequest(path, content_type, content.Payload.raw(data))
-
-
-@pytest.fixture
-async def db():
-    conn = await psycopg.AsyncConnection.connect(**storage.connection_params(), autocommit=True)
-    yield conn
-    await conn.close()
-    await asyncio.to_thread(close_executor_connections)
 
 
 async def test_one_batch_answers_each_stream_by_its_own_rules():
@@ -90,7 +81,7 @@ async def test_plain_appends_keep_their_order_beside_a_producer_on_the_same_stre
     assert (await api.aread(path)).body == b"123"
 
 
-async def test_json_messages_keep_their_boundaries_and_a_ttl_slides(db):
+async def test_json_messages_keep_their_boundaries_and_a_ttl_slides():
     path = unique()
     await api.acreate_stream(path, content_type=JSON, ttl_seconds=60)
     before = (await api.ahead(path)).last_access_at
@@ -113,14 +104,14 @@ async def test_json_messages_keep_their_boundaries_and_a_ttl_slides(db):
     await asyncio.to_thread(close_executor_connections)
 
 
-async def test_each_stream_of_a_plain_batch_is_notified_once(db):
+async def test_each_stream_of_a_plain_batch_is_notified_once(pg_conn):
     paths = [unique(), unique()]
     for path in paths:
         await api.acreate_stream(path, content_type="text/plain")
     ids = {str((await api.ahead(path)).id) for path in paths}
     channel = settings.DURABLE_STREAMS.get("NOTIFY_CHANNEL", "durable_streams")
-    await db.execute(f'LISTEN "{channel}"')
+    await pg_conn.execute(f'LISTEN "{channel}"')
     committer = GroupCommitter()
     await asyncio.gather(*(committer.append(plain(p, b"x")) for p in paths * 4))
-    notes = [note.payload async for note in db.notifies(timeout=1.0)]
+    notes = [note.payload async for note in pg_conn.notifies(timeout=1.0)]
     assert sorted(n for n in notes if n in ids) == sorted(ids)
