@@ -378,35 +378,48 @@ class _FirstQueryFailed(Exception):
 
 
 async def _run_on_pool(pool, op: Op[T], query: Q, atomic: bool) -> T:
-    answered = False
+    answered = [False]
     try:
-        # Pipeline mode: statements whose results are not needed (the writes)
-        # go out without waiting a round trip each; a fetch syncs.
-        async with pool.connection() as conn, conn.pipeline():
-            block = conn.transaction() if atomic else contextlib.nullcontext()
-            async with block:
-                cursor = conn.cursor(binary=True)
-                try:
-                    while True:
-                        if query.many:
-                            await cursor.executemany(query.sql, query.params)
-                            result = None
-                        else:
-                            await cursor.execute(query.sql, query.params)
-                            if query.fetch == "one":
-                                result = await cursor.fetchone()
-                            elif query.fetch == "all":
-                                result = await cursor.fetchall()
-                            else:
-                                result = None
-                        answered = True
-                        query = op.send(result)
-                except StopIteration as stop:
-                    return stop.value
+        async with pool.connection() as conn:
+            if atomic:
+                # BEGIN and the writes go out together, without a round trip each.
+                async with conn.pipeline(), conn.transaction():
+                    return await _drive(conn, op, query, answered, piped=True)
+            return await _drive(conn, op, query, answered, piped=False)
     except psycopg.OperationalError as exc:
-        if answered or isinstance(exc, PoolTimeout):
+        if answered[0] or isinstance(exc, PoolTimeout):
             raise
         raise _FirstQueryFailed(exc) from exc
+
+
+async def _drive(conn, op: Op[T], query: Q, answered: list[bool], *, piped: bool) -> T:
+    """Run ``op``'s queries on ``conn`` from ``query`` on; ``answered[0]`` turns
+    True once one has answered."""
+    cursor = conn.cursor(binary=True)
+    try:
+        while True:
+            if not piped and (query.many or query.fetch == "none"):
+                # Pipeline mode from the first query whose result is not
+                # needed: it goes out without waiting a round trip, and the
+                # next fetch syncs. Until then a query that fetches costs the
+                # same round trip either way, and pipeline mode costs calls.
+                async with conn.pipeline():
+                    return await _drive(conn, op, query, answered, piped=True)
+            if query.many:
+                await cursor.executemany(query.sql, query.params)
+                result = None
+            else:
+                await cursor.execute(query.sql, query.params)
+                if query.fetch == "one":
+                    result = await cursor.fetchone()
+                elif query.fetch == "all":
+                    result = await cursor.fetchall()
+                else:
+                    result = None
+            answered[0] = True
+            query = op.send(result)
+    except StopIteration as stop:
+        return stop.value
 
 
 def _ping() -> Op[None]:
