@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from .scenarios import WorkerGroup, latencies_of, ms, percentile, split
+from .scenarios import WorkerGroup, latencies_of, ms, per_delivery_us, percentile, rate, split
 from .workers import Channel, LiveReader, _run_sse, _Shared
 
 PATH_PREFIX = "/v1/stream/"  # the example project's mount point
@@ -125,7 +125,8 @@ async def run(bench: Any) -> dict:
         gen.broadcast("go", time.monotonic() + 0.2)
         (written,) = await gen.gather("done", p.ai_seconds + 120)
         read = await readers.gather("done", finish_by - time.monotonic() + 60)
-        server_cpu = (bench.server.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        server_cpu = bench.server.cpu_seconds() - cpu0
+        elapsed = time.monotonic() - t0
     finally:
         gen.close()
         if readers is not None:
@@ -154,7 +155,9 @@ async def run(bench: Any) -> dict:
         "appends_per_linger_max": round(max(per_interval), 3) if per_interval else None,
         "linger_ms": round(linger * 1000, 1),
         "complete": complete,
-        "server_cpu": round(server_cpu, 2),
+        "server_cpu_s_per_s": rate(server_cpu, elapsed),
+        # the generations write from a client process: the server CPU is serving readers
+        "cpu_us_per_delivery": per_delivery_us(server_cpu, len(lat)),
         "errors": errors,
         "error_samples": written["failures"],
         "verified": complete == n and errors == 0,

@@ -18,7 +18,7 @@ from typing import Any
 
 from .httpclient import Connection
 from .nginx import NginxCache, available
-from .scenarios import Bench, WorkerGroup, ms, percentile, rate
+from .scenarios import Bench, WorkerGroup, delivery_figures, ms, percentile, rate, split
 from .servers import RunningServer, ServerSpec
 
 APP = "example_project.asgi:application"
@@ -37,27 +37,14 @@ async def ceiling(spec: ServerSpec, bench_params: Any, run_id: str) -> dict:
     trivial = ceiling_spec(spec)
     if trivial is None:
         return {"skipped": "--server-cmd names no example_project.asgi:application"}
+    p = bench_params
     server = RunningServer(trivial, "ceiling")
     await server.start()
     try:
-        bench = Bench(server, bench_params, run_id, print)
-        group = WorkerGroup(
-            "append",
-            [
-                {**bench.base_cfg(), "writers": [(w, f"/ceiling/{w}") for w in ws]}
-                for ws in _deal(list(range(bench_params.append_writers)), bench_params.append_procs)
-            ],
-        )
-        try:
-            await group.gather("ready", 60)
-            seconds = bench_params.append_seconds
-            start_at = time.monotonic() + 0.2
-            cpu0 = server.cpu_seconds()
-            group.broadcast("go", {"start_at": start_at, "end_at": start_at + seconds})
-            results = await group.gather("done", seconds + 90)
-            server_cpu = server.cpu_seconds() - cpu0
-        finally:
-            group.close()
+        bench = Bench(server, p, run_id, print)
+        writers = [(w, f"/ceiling/{w}") for w in range(p.append_writers)]
+        cfgs = [{**bench.base_cfg(), "writers": ws} for ws in split(writers, p.append_procs)]
+        results, start_at, server_cpu = await bench.closed_loop("append", cfgs, p.append_seconds)
     finally:
         server.stop()
     acked = sum(
@@ -67,15 +54,10 @@ async def ceiling(spec: ServerSpec, bench_params: Any, run_id: str) -> dict:
     errors = sum(r["errors"] for r in results)
     return {
         "msgs_per_s": round(acked / elapsed, 1) if elapsed > 0 else None,
-        "server_cpu": rate(server_cpu, elapsed),
+        "server_cpu_s_per_s": rate(server_cpu, elapsed),
         "errors": errors,
         "verified": errors == 0,
     }
-
-
-def _deal(items: list, n: int) -> list[list]:
-    n = max(1, min(n, len(items)))
-    return [items[i::n] for i in range(n)]
 
 
 async def cache(bench: Bench, readers: int) -> dict:
@@ -89,23 +71,7 @@ async def cache(bench: Bench, readers: int) -> dict:
     try:
         path = bench.path(f"cache{readers}")
         await bench.create(conn, path, "application/json")
-        now = time.monotonic()
-        connect_by = now + p.fanout_connect_seconds
-        finish_by = connect_by + p.fanout_seconds + p.writer_slack_seconds + p.drain_seconds + 5
-        procs = max(1, min(p.fanout_procs, readers))
-        cfgs = [
-            {
-                "host": "127.0.0.1",
-                "port": proxy.port,
-                "path": path,
-                "long_poll": readers // procs + (i < readers % procs),
-                "sse": 0,
-                "connect_by": connect_by,
-                "finish_by": finish_by,
-                "connect_concurrency": 100,
-            }
-            for i in range(procs)
-        ]
+        cfgs = bench.reader_cfgs(path, readers, "long_poll", "127.0.0.1", proxy.port)
         group = WorkerGroup("live", cfgs)
         try:
             ready = await group.gather("ready", p.fanout_connect_seconds + 60)
@@ -119,7 +85,9 @@ async def cache(bench: Bench, readers: int) -> dict:
             digest, count, werrors, on_time = await bench._live_writer(
                 conn, path, count, 1 / p.fanout_rate, slack=p.writer_slack_seconds
             )
-            out["server_cpu"] = rate(bench.server.cpu_seconds() - cpu0, time.monotonic() - t_write)
+            out["server_cpu_s_per_s"] = rate(
+                bench.server.cpu_seconds() - cpu0, time.monotonic() - t_write
+            )
             group.broadcast("finish_by", time.monotonic() + p.drain_seconds)
             results = await group.gather("done", p.drain_seconds + 60)
         finally:
@@ -130,24 +98,12 @@ async def cache(bench: Bench, readers: int) -> dict:
         conn.close()
         proxy.stop()
     j = bench._judge([r["long-poll"] for r in results], count, digest)
-    bad = j["readers"] - j["complete"]
-    errors = len(werrors) + j["reader_errors"] + j["gaps"] + j["duplicates"] + bad
+    out.update(delivery_figures(j, count, planned, on_time, werrors))
     # The close is one more change the readers fetch: count it as an append.
-    per_append = round(origin / (count + 1), 2) if count else None
     out.update(
-        messages=count,
-        planned=planned,
-        writer_on_time=on_time,
-        complete=j["complete"],
         all_delivered=j["all_delivered"],
         origin_reads=origin,
-        origin_per_append=per_append,
-        p50_ms=j["p50_ms"],
-        p99_ms=j["p99_ms"],
-        max_ms=j["max_ms"],
-        errors=errors,
-        verified=bad == 0,
-        error_samples=(werrors + ([f"{bad} of {readers} readers incomplete"] if bad else []))[:5],
+        origin_per_append=round(origin / (count + 1), 2) if count else None,
     )
     return out
 

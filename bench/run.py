@@ -179,6 +179,7 @@ def table_rows(params: Params) -> list[tuple[str, Callable[[dict], str]]]:
         lambda r: _lat(*(_get(r, "live", f"sse_{k}") for k in ("p50_ms", "p99_ms", "max_ms"))),
     )
     add("   every reader got every message", lambda r: _num(_get(r, "live", "all_delivered")))
+    add("   server CPU us per delivery", lambda r: _num(_get(r, "live", "cpu_us_per_delivery"), 1))
     for n in params.fanout_levels:
         sc = f"fanout_{n}"
 
@@ -235,6 +236,7 @@ def table_rows(params: Params) -> list[tuple[str, Callable[[dict], str]]]:
         "   appends per generation per linger interval (max)",
         lambda r: _num(_get(r, "ai", "appends_per_linger_max"), 2),
     )
+    add("   server CPU us per delivery", lambda r: _num(_get(r, "ai", "cpu_us_per_delivery"), 1))
 
     def total_errors(r: dict) -> str:
         return _num(sum(int(v.get("errors") or 0) for v in r.values() if isinstance(v, dict)))
@@ -358,7 +360,9 @@ def summary(name: str, res: dict) -> str:
     keys = [
         k
         for k in res
-        if k.endswith(("per_s", "_ms", "kept_up", "kb_per_conn", "all_delivered", "_linger_max"))
+        if k.endswith(
+            ("per_s", "_ms", "kept_up", "kb_per_conn", "all_delivered", "_linger_max", "_delivery")
+        )
     ]
     figures = ", ".join(f"{k}={res[k]}" for k in keys)
     tail = f"errors={res.get('errors')} verified={res.get('verified')}"

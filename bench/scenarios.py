@@ -5,6 +5,11 @@ Each returns a flat dict of figures (``None`` where a figure could not be
 measured) that always includes ``errors`` (failed requests, failed checks)
 and a verification flag; a scenario that raises is recorded as failed and the
 run goes on.
+
+CPU figures: ``server_cpu_s_per_s`` and ``client_cpu_s_per_s`` are CPU-seconds
+per second of the scenario's load (the cores kept busy on average: 1.0 is one
+core all the time), not CPU per request; where readers get messages,
+``cpu_us_per_delivery`` is the server's CPU per message delivered to a reader.
 """
 
 from __future__ import annotations
@@ -169,6 +174,32 @@ def rate(amount: float, seconds: float) -> float | None:
     return round(amount / seconds, 2) if seconds > 0 else None
 
 
+def per_delivery_us(cpu_seconds: float, deliveries: int) -> float | None:
+    """Microseconds of CPU per message delivered (``cpu_us_per_delivery``)."""
+    return round(cpu_seconds / deliveries * 1e6, 1) if deliveries and cpu_seconds else None
+
+
+def delivery_figures(
+    j: dict, count: int, planned: int, on_time: bool, writer_errors: list[str]
+) -> dict[str, Any]:
+    """The figures of one mode's readers, judged as ``j`` (``Bench._judge``),
+    behind a writer that made ``count`` of its ``planned`` appends."""
+    bad = j["readers"] - j["complete"]
+    samples = writer_errors + ([f"{bad} of {j['readers']} readers incomplete"] if bad else [])
+    return {
+        "messages": count,
+        "planned": planned,
+        "writer_on_time": on_time,
+        "complete": j["complete"],
+        "p50_ms": j["p50_ms"],
+        "p99_ms": j["p99_ms"],
+        "max_ms": j["max_ms"],
+        "errors": len(writer_errors) + j["reader_errors"] + j["gaps"] + j["duplicates"] + bad,
+        "verified": bad == 0,
+        "error_samples": samples[:5],
+    }
+
+
 def latencies_of(blobs: list[bytes]) -> array:
     out = array("d")
     for b in blobs:
@@ -191,6 +222,48 @@ class Bench:
 
     def base_cfg(self) -> dict:
         return {"host": self.host, "port": self.port}
+
+    async def closed_loop(
+        self, role: str, cfgs: list[dict], seconds: float
+    ) -> tuple[list[dict], float, float]:
+        """Client processes of ``role`` (writers: each waits for its answer before
+        sending again) for ``seconds`` from one start; returns their results, the
+        start (``time.monotonic()``) and the server's CPU-seconds meanwhile."""
+        group = WorkerGroup(role, cfgs)
+        try:
+            await group.gather("ready", 60)
+            start_at = time.monotonic() + 0.2
+            cpu0 = self.server.cpu_seconds()
+            group.broadcast("go", {"start_at": start_at, "end_at": start_at + seconds})
+            results = await group.gather("done", seconds + 90)
+            return results, start_at, self.server.cpu_seconds() - cpu0
+        finally:
+            group.close()
+
+    def reader_cfgs(
+        self, path: str, readers: int, mode: str, host: str = "", port: int = 0
+    ) -> list[dict]:
+        """Configs of the ``live`` client processes for ``readers`` readers of
+        ``path`` (``mode``: ``"sse"`` or ``"long_poll"``), dealt over
+        ``fanout_procs``, through ``host:port`` (default: the server)."""
+        p = self.p
+        connect_by = time.monotonic() + p.fanout_connect_seconds
+        finish_by = connect_by + p.fanout_seconds + p.writer_slack_seconds + p.drain_seconds + 5
+        procs = max(1, min(p.fanout_procs, readers))
+        return [
+            {
+                "host": host or self.host,
+                "port": port or self.port,
+                "path": path,
+                "long_poll": 0,
+                "sse": 0,
+                mode: readers // procs + (i < readers % procs),
+                "connect_by": connect_by,
+                "finish_by": finish_by,
+                "connect_concurrency": 100,
+            }
+            for i in range(procs)
+        ]
 
     async def create(self, conn: Connection, path: str, content_type: str) -> None:
         r = await conn.request("PUT", path, {"Content-Type": content_type})
@@ -232,16 +305,7 @@ class Bench:
             await self.create(conn, path, "application/json")
         writers = [(w, paths[w % streams]) for w in range(p.append_writers)]
         cfgs = [{**self.base_cfg(), "writers": ws} for ws in split(writers, p.append_procs)]
-        group = WorkerGroup("append", cfgs)
-        try:
-            await group.gather("ready", 60)
-            start_at = time.monotonic() + 0.2
-            cpu0 = self.server.cpu_seconds()
-            group.broadcast("go", {"start_at": start_at, "end_at": start_at + seconds})
-            results = await group.gather("done", seconds + 90)
-            server_cpu = self.server.cpu_seconds() - cpu0
-        finally:
-            group.close()
+        results, start_at, server_cpu = await self.closed_loop("append", cfgs, seconds)
         ledgers: dict[int, WriterLedger] = {}
         errors, samples = 0, []
         for res in results:
@@ -264,9 +328,9 @@ class Bench:
             "p50_ms": ms(percentile(lat, 50)),
             "p99_ms": ms(percentile(lat, 99)),
             "acked": acked,
-            # CPU seconds per second of load: a client near 1.0 per process would be the limit
-            "client_cpu": rate(sum(r["cpu_s"] for r in results), elapsed),
-            "server_cpu": rate(server_cpu, elapsed),
+            # a client near 1.0 per process would be the limit
+            "client_cpu_s_per_s": rate(sum(r["cpu_s"] for r in results), elapsed),
+            "server_cpu_s_per_s": rate(server_cpu, elapsed),
             "errors": errors + problems,
             "verified": problems == 0,
             "error_samples": samples[:5],
@@ -283,16 +347,7 @@ class Bench:
             {**self.base_cfg(), "producers": ps, "batch": p.batch_size}
             for ps in split(producers, p.append_procs)
         ]
-        group = WorkerGroup("produce", cfgs)
-        try:
-            await group.gather("ready", 60)
-            start_at = time.monotonic() + 0.2
-            cpu0 = self.server.cpu_seconds()
-            group.broadcast("go", {"start_at": start_at, "end_at": start_at + p.batch_seconds})
-            results = await group.gather("done", p.batch_seconds + 90)
-            server_cpu = self.server.cpu_seconds() - cpu0
-        finally:
-            group.close()
+        results, start_at, server_cpu = await self.closed_loop("produce", cfgs, p.batch_seconds)
         ledgers = {
             int(w): WriterLedger(led["sent"], set(led["uncertain"]))
             for res in results
@@ -313,9 +368,9 @@ class Bench:
             "p99_ms": ms(percentile(lat, 99)),
             "retries": sum(r["retries"] for r in results),
             "acked": msgs,
-            # CPU seconds per second of load: a client near 1.0 per process would be the limit
-            "client_cpu": rate(sum(r["cpu_s"] for r in results), elapsed),
-            "server_cpu": rate(server_cpu, elapsed),
+            # a client near 1.0 per process would be the limit
+            "client_cpu_s_per_s": rate(sum(r["cpu_s"] for r in results), elapsed),
+            "server_cpu_s_per_s": rate(server_cpu, elapsed),
             "errors": errors + problems,
             "verified": problems == 0,
             "error_samples": (samples + detail)[:5],
@@ -471,13 +526,15 @@ class Bench:
             server_cpu = rate(self.server.cpu_seconds() - cpu0, time.monotonic() - t_write)
             group.broadcast("finish_by", time.monotonic() + p.drain_seconds)
             results = await group.gather("done", p.drain_seconds + 60)
+            # From the first append to the last delivery, as in fanout_level.
+            delivery_cpu = self.server.cpu_seconds() - cpu0
             client_cpu = rate(sum(r["cpu_s"] for r in results), time.monotonic() - t_spawn)
         finally:
             group.close()
             conn.close()
         out: dict[str, Any] = {
-            "client_cpu": client_cpu,
-            "server_cpu": server_cpu,
+            "client_cpu_s_per_s": client_cpu,
+            "server_cpu_s_per_s": server_cpu,
             "messages": count,
             "planned": planned,
             "writer_on_time": on_time,
@@ -492,6 +549,9 @@ class Bench:
             errors += j["reader_errors"] + j["gaps"] + j["duplicates"] + bad
             if bad:
                 samples.append(f"{mode}: {bad} of {j['readers']} readers incomplete or wrong")
+        out["cpu_us_per_delivery"] = per_delivery_us(
+            delivery_cpu, out["lp_deliveries"] + out["sse_deliveries"]
+        )
         out["subscribed"] = sum(r["subscribed"] for r in ready)
         out["all_delivered"] = out["lp_all_delivered"] and out["sse_all_delivered"]
         out.update(errors=errors, verified=out["all_delivered"], error_samples=samples[:5])
@@ -510,21 +570,7 @@ class Bench:
         await asyncio.sleep(0.5)
         rss_before = self.server.rss()
         now = time.monotonic()
-        connect_by = now + p.fanout_connect_seconds
-        finish_by = connect_by + p.fanout_seconds + p.writer_slack_seconds + p.drain_seconds + 5
-        procs = max(1, min(p.fanout_procs, readers))
-        cfgs = [
-            {
-                **self.base_cfg(),
-                "path": path,
-                "long_poll": 0,
-                "sse": readers // procs + (i < readers % procs),
-                "connect_by": connect_by,
-                "finish_by": finish_by,
-                "connect_concurrency": 100,
-            }
-            for i in range(procs)
-        ]
+        cfgs = self.reader_cfgs(path, readers, "sse")
         t_spawn = time.monotonic()
         group = WorkerGroup("live", cfgs)
         out: dict[str, Any] = {"readers": readers}
@@ -550,42 +596,28 @@ class Bench:
             )
             group.broadcast("finish_by", time.monotonic() + p.drain_seconds)
             t_drain = time.monotonic()
-            out["server_cpu"] = rate(self.server.cpu_seconds() - cpu0, t_drain - t_write)
+            out["server_cpu_s_per_s"] = rate(self.server.cpu_seconds() - cpu0, t_drain - t_write)
             results = await group.gather("done", p.drain_seconds + 60)
             t_done = time.monotonic()
             # Everything the server did from the first append to the last
             # delivery (idle readers cost nothing), per message delivered.
             delivery_cpu = self.server.cpu_seconds() - cpu0
-            out["client_cpu"] = rate(sum(r["cpu_s"] for r in results), t_done - t_spawn)
+            out["client_cpu_s_per_s"] = rate(sum(r["cpu_s"] for r in results), t_done - t_spawn)
             out["write_s"] = round(t_drain - t_write, 1)
             out["drain_s"] = round(t_done - t_drain, 1)
         finally:
             group.close()
             conn.close()
         j = self._judge([r["sse"] for r in results], count, digest)
-        bad = j["readers"] - j["complete"]
-        errors = len(werrors) + j["reader_errors"] + j["gaps"] + j["duplicates"] + bad
-        if j["deliveries"] and delivery_cpu:
-            out["cpu_us_per_delivery"] = round(delivery_cpu / j["deliveries"] * 1e6, 1)
+        out.update(delivery_figures(j, count, planned, on_time, werrors))
         out.update(
-            messages=count,
-            planned=planned,
-            writer_on_time=on_time,
-            complete=j["complete"],
-            kept_up=bad == 0
+            cpu_us_per_delivery=per_delivery_us(delivery_cpu, j["deliveries"]),
+            kept_up=out["verified"]
             and on_time
             and not werrors
             and subscribed == readers
             and j["max_ms"] is not None
             and j["max_ms"] <= KEPT_UP_MAX_S * 1000,
-            p50_ms=j["p50_ms"],
-            p99_ms=j["p99_ms"],
-            max_ms=j["max_ms"],
             reconnects=j["reconnects"],
-            errors=errors,
-            verified=bad == 0,
-            error_samples=(werrors + ([f"{bad} of {readers} readers incomplete"] if bad else []))[
-                :5
-            ],
         )
         return out
