@@ -9,11 +9,16 @@ same way.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from . import offsets
 from .exceptions import BadRequest
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
 
 # Non-negative decimal integers without sign, leading zeros or exponent.
 _INTEGER = re.compile(r"0|[1-9][0-9]*")
@@ -21,6 +26,21 @@ _INTEGER = re.compile(r"0|[1-9][0-9]*")
 MAX_TTL = 100 * 365 * 24 * 3600
 # RFC 3339 date-time: a time zone is required; "T", "t" or a space between.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def get(request: HttpRequest, name: str) -> str | None:
+    """``request.headers.get(name)``, read from ``request.META``.
+
+    ``request.headers`` is built from every entry of ``META`` on first use:
+    more work than the few headers a stream request reads.
+    """
+    return request.META.get(_meta_key(name))
+
+
+@functools.cache
+def _meta_key(name: str) -> str:
+    key = name.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
 
 
 def flag(value: str | None) -> bool:

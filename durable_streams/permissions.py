@@ -377,7 +377,7 @@ def _has_body(request: HttpRequest) -> bool:
     length = request.META.get("CONTENT_LENGTH") or ""
     if length.strip() not in ("", "0"):
         return True
-    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    return "chunked" in (headers.get(request, "Transfer-Encoding") or "").lower()
 
 
 def operations_for(request: HttpRequest) -> list[Operation]:
@@ -386,10 +386,10 @@ def operations_for(request: HttpRequest) -> list[Operation]:
     if method in ("GET", "HEAD"):
         return [Operation.READ]
     if method == "PUT":
-        forked = request.headers.get("Stream-Forked-From") is not None
+        forked = headers.get(request, "Stream-Forked-From") is not None
         return [Operation.FORK if forked else Operation.CREATE]
     if method == "POST":
-        if not headers.flag(request.headers.get("Stream-Closed")):
+        if not headers.flag(headers.get(request, "Stream-Closed")):
             return [Operation.APPEND]
         # Appending with Stream-Closed writes data too: both must be allowed.
         return [Operation.APPEND, Operation.CLOSE] if _has_body(request) else [Operation.CLOSE]
@@ -402,7 +402,7 @@ def _fork_source(request: HttpRequest, path: str) -> str | None:
     """The source path of a fork PUT, as the view will resolve it; None when
     the header is malformed (the view then answers 400 without reading it)."""
     try:
-        return headers.fork_source(request.headers.get("Stream-Forked-From"), request.path, path)
+        return headers.fork_source(headers.get(request, "Stream-Forked-From"), request.path, path)
     except BadRequest:
         return None
 

@@ -152,7 +152,7 @@ def _common_headers(request: HttpRequest, response: HttpResponse) -> None:
     response["X-Content-Type-Options"] = "nosniff"
     response["Cross-Origin-Resource-Policy"] = ds_settings.CROSS_ORIGIN_RESOURCE_POLICY
     allowed = ds_settings.CORS_ALLOWED_ORIGINS
-    origin = request.headers.get("Origin")
+    origin = headers.get(request, "Origin")
     if any(o != "*" for o in allowed):
         # Vary whatever this request's origin: a cache must never serve a copy
         # made for one origin (with or without the CORS headers) to another.
@@ -204,9 +204,11 @@ def _meta_response(status: int, meta: storage.StreamMeta) -> HttpResponse:
 
 def _parse_fork(request: HttpRequest, path: str) -> storage.ForkSpec | None:
     """The fork headers of a PUT, validated (spec 4.2)."""
-    source_path = headers.fork_source(request.headers.get("Stream-Forked-From"), request.path, path)
-    offset = request.headers.get("Stream-Fork-Offset")
-    sub_offset = request.headers.get("Stream-Fork-Sub-Offset")
+    source_path = headers.fork_source(
+        headers.get(request, "Stream-Forked-From"), request.path, path
+    )
+    offset = headers.get(request, "Stream-Fork-Offset")
+    sub_offset = headers.get(request, "Stream-Fork-Sub-Offset")
     if source_path is None:
         if offset is not None or sub_offset is not None:
             raise BadRequest("Stream-Fork-Offset and -Sub-Offset need Stream-Forked-From")
@@ -225,11 +227,11 @@ def _parse_fork(request: HttpRequest, path: str) -> storage.ForkSpec | None:
 
 
 async def _put(request: HttpRequest, path: str) -> HttpResponse:
-    content_type = request.headers.get("Content-Type") or None
+    content_type = headers.get(request, "Content-Type") or None
     if content_type is not None and not content.valid_content_type(content_type):
         raise BadRequest("invalid Content-Type")
-    ttl = headers.parse_ttl(request.headers.get("Stream-TTL"))
-    expires_at = headers.parse_expires_at(request.headers.get("Stream-Expires-At"))
+    ttl = headers.parse_ttl(headers.get(request, "Stream-TTL"))
+    expires_at = headers.parse_expires_at(headers.get(request, "Stream-Expires-At"))
     if ttl is not None and expires_at is not None:
         raise BadRequest("use Stream-TTL or Stream-Expires-At, not both")
     fork = _parse_fork(request, path)
@@ -246,7 +248,7 @@ async def _put(request: HttpRequest, path: str) -> HttpResponse:
         content_type=content_type,
         ttl_seconds=ttl,
         expires_at=expires_at,
-        closed=headers.flag(request.headers.get("Stream-Closed")),
+        closed=headers.flag(headers.get(request, "Stream-Closed")),
         payload=payload,
         fork=fork,
     )
@@ -261,12 +263,12 @@ async def _put(request: HttpRequest, path: str) -> HttpResponse:
 
 async def _post(request: HttpRequest, path: str) -> HttpResponse:
     producer = from_headers(
-        request.headers.get("Producer-Id"),
-        request.headers.get("Producer-Epoch"),
-        request.headers.get("Producer-Seq"),
+        headers.get(request, "Producer-Id"),
+        headers.get(request, "Producer-Epoch"),
+        headers.get(request, "Producer-Seq"),
     )
     body = _read_body(request)
-    content_type = request.headers.get("Content-Type")
+    content_type = headers.get(request, "Content-Type")
     payload = payload_error = None
     if body:
         try:
@@ -279,8 +281,8 @@ async def _post(request: HttpRequest, path: str) -> HttpResponse:
             content_type=content_type,
             payload=payload,
             payload_error=payload_error,
-            close=headers.flag(request.headers.get("Stream-Closed")),
-            stream_seq=request.headers.get("Stream-Seq"),
+            close=headers.flag(headers.get(request, "Stream-Closed")),
+            stream_seq=headers.get(request, "Stream-Seq"),
             producer=producer,
         )
     )
@@ -315,7 +317,7 @@ async def _delete(request: HttpRequest, path: str) -> HttpResponse:
 async def _options(request: HttpRequest, path: str) -> HttpResponse:
     response = _empty(204)
     response["Access-Control-Allow-Methods"] = ALLOWED_METHODS
-    requested = request.headers.get("Access-Control-Request-Headers")
+    requested = headers.get(request, "Access-Control-Request-Headers")
     response["Access-Control-Allow-Headers"] = requested or ALLOWED_HEADERS
     response["Access-Control-Max-Age"] = "86400"
     response["Allow"] = ALLOWED_METHODS
@@ -391,7 +393,7 @@ async def _catch_up(request: HttpRequest, path: str, position: int | None) -> Ht
 
 
 def _if_none_match(request: HttpRequest) -> list[str]:
-    header = request.headers.get("If-None-Match")
+    header = headers.get(request, "If-None-Match")
     if not header:
         return []
     return [tag.strip().removeprefix("W/") for tag in header.split(",")]

@@ -112,3 +112,51 @@ def test_fork_offset_is_a_position_but_never_now():
         headers.fork_offset("now")
     with pytest.raises(offsets.InvalidOffset):
         headers.fork_offset("9")
+
+
+_NAMES = [
+    "Content-Type",
+    "Content-Length",
+    "Stream-Closed",
+    "Producer-Id",
+    "Origin",
+    "If-None-Match",
+]
+
+
+def test_a_header_read_from_meta_is_what_request_headers_has_for_asgi_requests():
+    import io
+
+    from django.core.handlers.asgi import ASGIRequest
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/stream/x",
+        "query_string": b"",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"2"),
+            (b"stream-closed", b"true"),
+            (b"if-none-match", b'"a"'),
+            (b"if-none-match", b'"b"'),  # repeated: joined with a comma
+            (b"producer_id", b"spoofed"),  # underscores: dropped by Django
+        ],
+    }
+    request = ASGIRequest(scope, io.BytesIO(b"{}"))
+    for name in [*_NAMES, "producer-id", "CONTENT-TYPE"]:
+        assert headers.get(request, name) == request.headers.get(name), name
+    assert headers.get(request, "If-None-Match") == '"a","b"'
+    assert headers.get(request, "Producer-Id") is None
+
+
+def test_a_header_read_from_meta_is_what_request_headers_has_for_wsgi_requests(rf):
+    request = rf.post(
+        "/v1/stream/x",
+        data=b"{}",
+        content_type="application/json",
+        headers={"Origin": "https://a.example", "Producer-Id": "p"},
+    )
+    for name in _NAMES:
+        assert headers.get(request, name) == request.headers.get(name), name
+    assert headers.get(request, "Origin") == "https://a.example"
