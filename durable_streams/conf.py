@@ -378,7 +378,10 @@ class Settings:
         return self._cache  # type: ignore[return-value]
 
     def __getattr__(self, name: str) -> Any:
-        merged = self._merged()
+        # Read on every request, several times: the cached value in one call.
+        merged = self._cache
+        if merged is None:
+            merged = self._merged()
         try:
             return merged[name]
         except KeyError:
