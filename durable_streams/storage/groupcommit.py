@@ -38,7 +38,9 @@ class GroupCommitter:
         if self._inflight < ds_settings.GROUP_COMMIT_INFLIGHT:
             self._inflight += 1
             asyncio.get_running_loop().create_task(self._drain())
-        outcome = await asyncio.shield(future)
+        # Not shielded: a waiter that goes away cancels only its future; the
+        # batch skips it and still applies the request it already queued.
+        outcome = await future
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
