@@ -6,7 +6,10 @@ event loop) keeps one LISTEN connection and an in-memory map from stream id to
 the readers following it (a :class:`Feed`). A notification is a hint, never
 data: it makes the feed read the stream once for all the readers waiting at
 the same offset and hand each the same result, so an append costs one query
-and one wake-up per reader however many follow it. While the listener is
+and one wake-up per reader however many follow it. A feed also remembers its
+latest read up to the tail, so a long-poll reader that comes back for the next
+message, or for the one it was just sent, while nothing new was notified, is
+answered without a query (see :meth:`Feed.known_at`). While the listener is
 disconnected, readers fall back to re-reading every ``FALLBACK_POLL_INTERVAL`` seconds, and
 every reconnect wakes all readers for a safety re-read, so a notification
 lost during an outage delays a reader but never strands it.
@@ -51,6 +54,8 @@ class Listener:
 
     def __init__(self) -> None:
         self._feeds: dict[int, Feed] = {}
+        # The same feeds by stream path, for readers that know only the path.
+        self._by_path: dict[str, Feed] = {}
         self._connected = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.notifications = 0
@@ -83,11 +88,12 @@ class Listener:
             self._task = None
         self._connected.clear()
 
-    def subscribe(self, stream_id: int) -> Feed:
-        """The feed of ``stream_id``, counting one more follower (see :meth:`unsubscribe`)."""
+    def subscribe(self, stream_id: int, path: str) -> Feed:
+        """The feed of ``stream_id`` (at ``path``), counting one more follower
+        (see :meth:`unsubscribe`)."""
         feed = self._feeds.get(stream_id)
         if feed is None:
-            feed = self._feeds[stream_id] = Feed()
+            feed = self._feeds[stream_id] = self._by_path[path] = Feed(stream_id, path)
         feed.followers += 1
         return feed
 
@@ -95,10 +101,16 @@ class Listener:
         """The feed of ``stream_id`` while anyone follows it."""
         return self._feeds.get(stream_id)
 
+    def feed_at(self, path: str) -> Feed | None:
+        """The feed of the stream at ``path`` while anyone follows it."""
+        return self._by_path.get(path)
+
     def unsubscribe(self, stream_id: int, feed: Feed) -> None:
         feed.followers -= 1
         if feed.followers <= 0 and self._feeds.get(stream_id) is feed:
             del self._feeds[stream_id]
+            if self._by_path.get(feed.path) is feed:
+                del self._by_path[feed.path]
 
     def add_subscription_hook(self, hook) -> None:
         """Route ``s<id>`` notifications (sent by the subscription append
@@ -268,15 +280,59 @@ class Feed:
     and a change of it since means that read may have missed a commit.
     """
 
-    __slots__ = ("_reads", "_waiting", "followers", "version", "woken_at")
+    __slots__ = (
+        "_known",
+        "_reads",
+        "_waiting",
+        "followers",
+        "path",
+        "stream_id",
+        "version",
+        "woken_at",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, stream_id: int, path: str) -> None:
+        self.stream_id = stream_id
+        self.path = path
         self.followers = 0
         self.version = 0
-        # Reads started at or after this instant see every commit notified so far.
-        self.woken_at = 0.0
+        # Reads started at or after this instant see every commit notified so far
+        # (those notified before the feed existed included).
+        self.woken_at = time.monotonic()
         self._waiting: dict[tuple[str, int], set[asyncio.Future]] = {}
         self._reads: set[asyncio.Task] = set()
+        # The latest read that reached the tail, and the version it reflects.
+        self._known: tuple[ReadResult, int] | None = None
+
+    def reached_tail(self, result: ReadResult, version: int) -> None:
+        """Note ``result``, a read up to the tail that reflects every wake up
+        to ``version`` (see :meth:`known_at`)."""
+        stream = result.stream
+        if stream.id == self.stream_id and result.up_to_date and stream.deadline() is None:
+            # A stream that can expire is left out: its end comes with no
+            # notification, and its reads slide its TTL.
+            self._known = (result, version)
+
+    def known_at(self, position: int | None) -> ReadResult | None:
+        """The read at ``position`` (None: the tail) if it is known without a
+        query: the latest read noted by :meth:`reached_tail` if it started
+        there, or nothing at its end, while no wake came since.
+
+        A commit acknowledged before the caller asked but not notified yet
+        is not in that answer; its notification still wakes this feed, so a
+        follower that subscribes without awaiting after this (as
+        :class:`Follow` does) reads it then. Readers that do not follow
+        must not use it.
+        """
+        known = self._known
+        if known is None or known[1] != self.version:
+            return None
+        result = known[0]
+        if position == result.start:
+            return result
+        if position is None or position == result.next_position:
+            return ReadResult.nothing_at(result.stream, result.next_position)
+        return None
 
     @property
     def waiting(self) -> int:
@@ -312,6 +368,7 @@ class Feed:
                 if not waiter.done():
                     waiter.set_exception(exc)
             return
+        self.reached_tail(result, version)
         delivered = (result, version)
         for waiter in waiters:
             if not waiter.done():
@@ -397,6 +454,11 @@ class Follow:
     Only the first read reads the stream row before the subscription: the
     listener tells whether that stream was notified since just before the
     read (:meth:`Listener.notified_since`), and if so it is read again at once.
+    A first read at the tail of a stream this process already follows (or at
+    the start of the feed's latest read), with nothing notified since, takes
+    no query at all (:meth:`Feed.known_at`): a long-poll reader's next request. Any other
+    first read of a followed stream shares a read in flight that started
+    after the feed's latest wake.
     """
 
     def __init__(
@@ -430,8 +492,23 @@ class Follow:
             # should not wait, and notified_since covers the gap.
             await listener.start(wait=0)
             self._mark = listener.notifications
-            # Any read started after this request arrived will do.
-            self._first = await self._read(time.monotonic())
+            feed = listener.feed_at(self.path) if listener.healthy and not _stopping else None
+            if feed is not None:
+                known = feed.known_at(self._position)
+                if known is not None:
+                    self._first = self._took(known)
+                    return known
+                version = feed.version
+                # Any read started since the feed's latest wake reflects every
+                # commit notified before this request: readers coming back
+                # behind the tail share one read.
+                since = feed.woken_at
+            else:
+                # Any read started after this request arrived will do.
+                since = time.monotonic()
+            self._first = await self._read(since)
+            if feed is not None and listener.feed_at(self.path) is feed:
+                feed.reached_tail(self._first, version)
         return self._first
 
     async def _read(self, shared_since: float) -> ReadResult:
@@ -478,7 +555,7 @@ class Follow:
         assert listener is not None
         stream_id = result.stream.id
         loop = asyncio.get_running_loop()
-        feed = listener.subscribe(stream_id)
+        feed = listener.subscribe(stream_id, self.path)
         # Reads of our own are shared only with reads started after this
         # and after the feed's latest wake (see storage.aread).
         subscribed_at = time.monotonic()
@@ -534,6 +611,7 @@ class Follow:
                 else:
                     seen = feed.version
                     result = await self._read(max(feed.woken_at, subscribed_at))
+                    feed.reached_tail(result, seen)
         finally:
             listener.unsubscribe(stream_id, feed)
             if self._alarm is not None:

@@ -367,16 +367,12 @@ def _read_response(result: storage.ReadResult, *, status: int = 200) -> HttpResp
     return response
 
 
-def _empty_read(result: storage.ReadResult) -> bytes:
-    return b"[]" if result.stream.is_json else b""
-
-
 async def _catch_up(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
     result = await storage.aread(path, position)
     if position is None:
         # offset=now: no data, the tail, and nothing a cache should keep.
         response = _read_response(result)
-        response.content = _empty_read(result)
+        response.content = storage.ReadResult.nothing_at(result.stream, result.next_position).body
         response["Cache-Control"] = "no-store"
         return response
     etag = _etag(result)

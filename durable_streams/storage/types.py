@@ -118,6 +118,11 @@ class ReadResult:
     # Units (bytes, or JSON messages) in ``body``.
     units: int
 
+    @classmethod
+    def nothing_at(cls, stream: StreamMeta, position: int) -> ReadResult:
+        """The read of nothing at ``position``: an empty body of the stream's kind."""
+        return cls(stream, b"[]" if stream.is_json else b"", position, position, 0)
+
     @property
     def up_to_date(self) -> bool:
         return self.next_position >= self.stream.tail

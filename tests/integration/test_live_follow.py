@@ -5,6 +5,7 @@ deadlines, idle ticks, the listener-down fallback and failed reads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -16,8 +17,9 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from durable_streams import api, live, offsets, storage
+from durable_streams.conf import ds_settings
 from durable_streams.exceptions import BadRequest, Gone, NotFound
-from durable_streams.models import Segment
+from durable_streams.models import Segment, Stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -332,3 +334,157 @@ async def test_a_read_in_flight_at_another_offset_is_not_shared(cleanup, session
     results = await asyncio.wait_for(asyncio.gather(first, other, same), WAIT)
     assert [r.body for r in results] == [b"abcdef", b"def", b"abcdef"]
     assert [r.start for r in results] == [0, 3, 0]
+
+
+# --- a reader coming back at the tail a feed already knows ----------------------------------
+
+
+def stream_lock_sql() -> str:
+    # Stops every read at its first query (the stream's row).
+    return f"LOCK TABLE {Stream._meta.db_table} IN ACCESS EXCLUSIVE MODE"
+
+
+async def follower_at_tail(path: str) -> tuple[live.Follow, live.Feed, asyncio.Task]:
+    """A follower of ``path`` that has read one commit through its feed's
+    shared read and waits at the new tail; the task is its next event."""
+    follow = live.Follow(path, None, until=time.monotonic() + WAIT)
+    first = await follow.start()
+    following = asyncio.create_task(anext(aiter(follow)))
+    await following  # the first read itself
+    feed = live.get_listener().feed(first.stream.id)
+    assert feed is not None
+
+    async def waiting() -> bool:
+        return feed.waiting == 1
+
+    nxt = asyncio.create_task(anext(aiter(follow)))
+    await until(waiting, "the follower to wait at the tail")
+    await append(path, "b")
+    assert (await asyncio.wait_for(nxt, WAIT)).body == b"b"
+    pending = asyncio.create_task(anext(aiter(follow)))
+    await until(waiting, "the follower to wait at the new tail")
+    return follow, feed, pending
+
+
+async def test_a_reader_coming_back_at_the_followed_tail_starts_without_a_query(cleanup, sessions):
+    path = name()
+    await create(path)
+    follow, _, pending = await follower_at_tail(path)
+    blocker = await sessions()
+    try:
+        await blocker.execute(stream_lock_sql())
+        # No read can pass the lock: an answer means no query was made.
+        again = live.Follow(path, 2, until=time.monotonic() + WAIT)
+        first = await asyncio.wait_for(again.start(), 2.0)
+        assert (first.units, first.body, first.next_offset) == (0, b"", offsets.encode(2))
+        assert first.up_to_date and not first.closed
+        now = await asyncio.wait_for(live.Follow(path, None).start(), 2.0)
+        assert now.next_offset == offsets.encode(2)
+        # At the start of the feed's latest read: that read, again.
+        repeat = await asyncio.wait_for(live.Follow(path, 1).start(), 2.0)
+        assert (repeat.body, repeat.next_offset) == (b"b", offsets.encode(2))
+        # Anywhere else: a query, held by the lock.
+        elsewhere = asyncio.create_task(live.Follow(path, 0).start())
+        await asyncio.sleep(0.3)
+        assert not elsewhere.done()
+    finally:
+        await blocker.rollback()
+    assert (await asyncio.wait_for(elsewhere, WAIT)).body == b"ab"
+    # And the reader that started without a query sees the next commit.
+    async with again:
+        events = aiter(again)
+        assert (await asyncio.wait_for(anext(events), WAIT)).units == 0
+        await append(path, "c")
+        assert (await asyncio.wait_for(anext(events), WAIT)).body == b"c"
+    assert (await asyncio.wait_for(pending, WAIT)).body == b"c"
+    await follow.aclose()
+
+
+async def test_a_commit_not_yet_notified_reaches_a_reader_that_started_from_the_known_tail(
+    cleanup,
+):
+    path = name()
+    await create(path)
+    follow, feed, pending = await follower_at_tail(path)
+    stream_id = feed.stream_id
+    # A commit whose notification is still on its way: the row and the data,
+    # no pg_notify yet.
+    await sync_to_async(Segment.objects.create)(stream_id=stream_id, start=2, end=3, data=b"c")
+    await sync_to_async(Stream.objects.filter(id=stream_id).update)(tail=3)
+    again = live.Follow(path, 2, until=time.monotonic() + WAIT)
+    first = await again.start()
+    assert (first.units, first.next_offset) == (0, offsets.encode(2))  # as notified so far
+    async with again:
+        events = aiter(again)
+        await anext(events)
+        nxt = asyncio.create_task(anext(events))
+        await asyncio.sleep(0.2)
+        assert not nxt.done()
+        await sync_to_async(notify)(stream_id)
+        assert (await asyncio.wait_for(nxt, WAIT)).body == b"c"
+    assert (await asyncio.wait_for(pending, WAIT)).body == b"c"
+    await follow.aclose()
+
+
+def notify(stream_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [ds_settings.NOTIFY_CHANNEL, str(stream_id)])
+
+
+async def test_a_commit_notified_since_the_tail_was_read_is_read(cleanup):
+    path = name()
+    await create(path)
+    follow, feed, pending = await follower_at_tail(path)
+    version = feed.version
+    await append(path, "c")
+
+    async def woken() -> bool:
+        return feed.version > version
+
+    await until(woken, "the feed to be woken")
+    first = await live.Follow(path, 2).start()
+    assert first.body == b"c"
+    assert (await asyncio.wait_for(pending, WAIT)).body == b"c"
+    await follow.aclose()
+
+
+async def test_a_stream_that_can_expire_is_read_every_time(cleanup, sessions):
+    path = name()
+    await create(path, ttl_seconds=3600)
+    follow, _, pending = await follower_at_tail(path)
+    blocker = await sessions()
+    try:
+        await blocker.execute(stream_lock_sql())
+        start = asyncio.create_task(live.Follow(path, 2).start())
+        await asyncio.sleep(0.3)
+        assert not start.done()  # it queries the row (and slides the TTL)
+    finally:
+        await blocker.rollback()
+    assert (await asyncio.wait_for(start, WAIT)).next_offset == offsets.encode(2)
+    pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pending
+    await follow.aclose()
+
+
+async def test_readers_coming_back_behind_a_followed_tail_share_one_read(cleanup, sessions):
+    path = name()
+    await create(path)
+    follow, _, pending = await follower_at_tail(path)
+    blocker = await sessions()
+    monitor = await sessions(autocommit=True)
+    await blocker.execute(segments_lock_sql())
+    # Two readers come back at offset 0, a read the feed does not know: the
+    # second takes the first one's read, in flight since the latest wake.
+    first = asyncio.create_task(live.Follow(path, 0).start())
+    await until(lambda: lock_waits(monitor, "relation"), "the first read to wait")
+    second = asyncio.create_task(live.Follow(path, 0).start())
+    await asyncio.sleep(0.3)
+    assert await lock_waits(monitor, "relation") == 1
+    await blocker.rollback()
+    results = await asyncio.wait_for(asyncio.gather(first, second), WAIT)
+    assert results[0] is results[1] and results[0].body == b"ab"
+    pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pending
+    await follow.aclose()
