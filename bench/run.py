@@ -29,6 +29,7 @@ from typing import Any
 from . import extra
 from .scenarios import Bench, Params
 from .servers import (
+    BENCH_DB,
     RESULTS,
     ROOT,
     SERVER_COMMANDS,
@@ -378,7 +379,7 @@ async def run_server(spec: Any, params: Params, scenarios: set[str], run_id: str
     """
     if spec.key == "ours":
         python = spec.command[0]
-        print("   preparing database durable_streams_bench (drop, create, migrate)", flush=True)
+        print(f"   preparing database {BENCH_DB} (drop, create, migrate)", flush=True)
         spec.env = ours_env(prepare_ours_database(python))
     servers: list[RunningServer] = []
 

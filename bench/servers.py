@@ -35,7 +35,8 @@ from .workers import raise_nofile_limit
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 REFERENCE = ROOT / "bench" / "reference"
-BENCH_DB = "durable_streams_bench"
+# One bench at a time per database: BENCH_DB names another for a second checkout.
+BENCH_DB = os.environ.get("BENCH_DB") or "durable_streams_bench"
 
 # ASGI servers for ``BENCH_SERVER``; {python} and {port} are filled in.
 # Backlogs are raised so 10,000 readers connecting in waves are not refused;
