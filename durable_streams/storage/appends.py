@@ -20,6 +20,7 @@ from ..content import Payload, same_type
 from ..exceptions import BadRequest, Conflict, StreamError
 from ..producers import Outcome, Producer, validate
 from . import deadline, streams
+from .arrays import ByteaArray, Int8Array, TextArray
 from .drivers import Op, Q, run_async, run_sync
 from .schema import PRODUCER, SEGMENT, STREAM
 from .types import AppendRequest, AppendResult, BatchOutcome, StreamMeta
@@ -252,8 +253,9 @@ def plain_batch(
 ) -> Op[dict[str, list[AppendResult]]]:
     """The op of plain appends (``groups``: request indexes by path, all plain):
     the results of the streams it appended to, by path."""
-    paths, ctypes, totals = [], [], []
-    seg_paths, starts, stops, datas, boundaries = [], [], [], [], []
+    paths, ctypes, totals = TextArray(), TextArray(), Int8Array()
+    seg_paths, starts, stops = TextArray(), Int8Array(), Int8Array()
+    datas, boundaries = ByteaArray(), TextArray()
     ends_by_path: list[list[int]] = []
     for path, indexes in groups.items():
         position = 0

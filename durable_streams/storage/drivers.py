@@ -31,6 +31,7 @@ from psycopg_pool import PoolTimeout
 
 from ..conf import ds_settings
 from ..exceptions import ServiceUnavailable
+from . import arrays
 
 logger = logging.getLogger("durable_streams.storage")
 
@@ -251,6 +252,11 @@ def _database() -> _Database:
     return database
 
 
+async def _configure(conn) -> None:
+    """A new pool connection's adaptation: typed arrays dump in binary at once."""
+    arrays.register(conn)
+
+
 async def _open_pool():
     from psycopg_pool import AsyncConnectionPool
 
@@ -261,6 +267,7 @@ async def _open_pool():
         open=False,
         name="durable-streams",
         check=_check,
+        configure=_configure,
         # How long a request waits for a connection; then 503 (a database
         # that does not answer must not hold requests for the default 30 s).
         timeout=ds_settings.DB_POOL_TIMEOUT,
