@@ -387,12 +387,19 @@ class _FirstQueryFailed(Exception):
 async def _run_on_pool(pool, op: Op[T], query: Q, atomic: bool) -> T:
     answered = [False]
     try:
-        async with pool.connection() as conn:
+        # getconn/putconn, not pool.connection(): that context also enters the
+        # connection's own, whose commit on exit takes the connection's lock for
+        # nothing in autocommit; putconn rolls back or discards a connection
+        # left in a transaction or a query, as the context's exit would.
+        conn = await pool.getconn()
+        try:
             if atomic:
                 # BEGIN and the writes go out together, without a round trip each.
                 async with conn.pipeline(), conn.transaction():
                     return await _drive(conn, op, query, answered, piped=True)
             return await _drive(conn, op, query, answered, piped=False)
+        finally:
+            await pool.putconn(conn)
     except psycopg.OperationalError as exc:
         if answered[0] or isinstance(exc, PoolTimeout):
             raise
