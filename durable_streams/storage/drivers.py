@@ -146,7 +146,11 @@ class _Database:
 
     async def pool(self):
         task = self._pool
-        if task is None or (task.done() and task.exception() is not None):
+        if task is not None and task.done():
+            if task.exception() is None:
+                return task.result()  # the usual case: no shield (a future) per op
+            task = None
+        if task is None:
             task = self._pool = self.loop.create_task(_open_pool())
         return await asyncio.shield(task)
 
