@@ -407,9 +407,18 @@ def _fork_source(request: HttpRequest, path: str) -> str | None:
         return None
 
 
+# Whether a policy's check is a coroutine function, by its function: asked on
+# every request, and inspect's answer costs about ten calls.
+_is_coroutine: dict[Any, bool] = {}
+
+
 async def _allowed(policy: Policy, operation: Operation, request: HttpRequest, path: str) -> None:
     method = getattr(policy, f"can_{operation}")
-    if inspect.iscoroutinefunction(method):
+    function = getattr(method, "__func__", method)
+    is_coroutine = _is_coroutine.get(function)
+    if is_coroutine is None:
+        is_coroutine = _is_coroutine[function] = inspect.iscoroutinefunction(method)
+    if is_coroutine:
         allowed = await method(request, path)
     else:
         allowed = await executor.run(method, request, path)
@@ -419,7 +428,12 @@ async def _allowed(policy: Policy, operation: Operation, request: HttpRequest, p
 
 async def _staff_reader(request: HttpRequest) -> bool:
     """A logged-in admin user (the admin's live tail) reading through the stream URL."""
-    if not ds_settings.ADMIN_READS or settings.SESSION_COOKIE_NAME not in request.COOKIES:
+    if (
+        not ds_settings.ADMIN_READS
+        # No Cookie header: no session, and no parsing of cookies to find out.
+        or "HTTP_COOKIE" not in request.META
+        or settings.SESSION_COOKIE_NAME not in request.COOKIES
+    ):
         return False
     auser = getattr(request, "auser", None)
     if auser is not None:
