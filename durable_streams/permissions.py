@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import enum
 import inspect
+import weakref
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from importlib import import_module
@@ -408,14 +409,18 @@ def _fork_source(request: HttpRequest, path: str) -> str | None:
 
 
 # Whether a policy's check is a coroutine function, by its function: asked on
-# every request, and inspect's answer costs about ten calls.
-_is_coroutine: dict[Any, bool] = {}
+# every request, and inspect's answer costs about ten calls. Weak, so checks
+# made on the fly (a closure per policy instance) are not kept.
+_is_coroutine: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 async def _allowed(policy: Policy, operation: Operation, request: HttpRequest, path: str) -> None:
     method = getattr(policy, f"can_{operation}")
     function = getattr(method, "__func__", method)
-    is_coroutine = _is_coroutine.get(function)
+    try:
+        is_coroutine = _is_coroutine.get(function)
+    except TypeError:  # not weakly referenceable: not cached
+        is_coroutine = inspect.iscoroutinefunction(method)
     if is_coroutine is None:
         is_coroutine = _is_coroutine[function] = inspect.iscoroutinefunction(method)
     if is_coroutine:
