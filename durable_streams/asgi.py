@@ -62,28 +62,33 @@ class StreamsASGIApp:
         if scope["type"] != "http" or not path.startswith(self.prefix) or path == self.prefix:
             await self.app(scope, receive, send)
             return
-        body, state = await _read_body(receive, ds_settings.MAX_APPEND_SIZE)
+        stream_path = path[len(self.prefix) :]
+        # Passed on, never bound here: an SSE response lives for as long as
+        # its reader, and keeps only what it still has to send.
+        await _send_response(await _respond(scope, receive, stream_path), receive, send)
+
+
+async def _respond(scope: dict, receive, stream_path: str) -> HttpResponse | None:
+    """The view's response to the request, or None if the client left before
+    its body was complete (nothing it sent may be stored, and there is no
+    one to answer)."""
+    body, state = await _read_body(receive, ds_settings.MAX_APPEND_SIZE)
+    # Every view has read the body by the time it answers: close it now,
+    # not when a streaming response ends.
+    with body:
         if state == "disconnected":
-            # The client left before its body was complete: nothing it sent
-            # may be stored, and there is no one to answer.
-            body.close()
-            return
+            return None
         request = ASGIRequest(scope, body)
         if state == "too large":
             limit = ds_settings.MAX_APPEND_SIZE
-            response = error_response(request, PayloadTooLarge(f"body exceeds {limit} bytes"))
-        else:
-            try:
-                response = await serve(request, path[len(self.prefix) :])
-            except Exception:
-                logger.exception("%s %s failed", scope.get("method"), path)
-                response = HttpResponse(
-                    "internal error\n", status=500, content_type="text/plain; charset=utf-8"
-                )
+            return error_response(request, PayloadTooLarge(f"body exceeds {limit} bytes"))
         try:
-            await _send_response(response, receive, send)
-        finally:
-            body.close()
+            return await serve(request, stream_path)
+        except Exception:
+            logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            return HttpResponse(
+                "internal error\n", status=500, content_type="text/plain; charset=utf-8"
+            )
 
 
 async def _read_body(receive, limit: int):
@@ -113,45 +118,70 @@ def _headers(response: HttpResponse) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-async def _send_response(response: HttpResponse, receive, send) -> None:
+async def _send_response(response: HttpResponse | None, receive, send) -> None:
+    if response is None:
+        return
     start = {"type": "http.response.start", "status": response.status_code}
     start["headers"] = _headers(response)
     if not response.streaming:
         await send(start)
         await send({"type": "http.response.body", "body": response.content})
         return
-    # Streaming (SSE): stop the moment the client goes away, so its waiter
-    # is cancelled and nothing keeps reading for nobody.
-    streamer = asyncio.ensure_future(_stream(response, start, send))
+    chunks = response.streaming_content
+    # An idle SSE reader may wait for hours: from here on hold only the
+    # chunks, not the response (its headers) nor the start message.
+    del response
+    # Stop the moment the client goes away, so its waiter is cancelled and
+    # nothing keeps reading for nobody: a watcher task cancels this one,
+    # which streams itself (one task per reader, not two).
+    task = asyncio.current_task()
+    assert task is not None
+    watch = _Watch(task)
     watcher = asyncio.ensure_future(_until_disconnect(receive))
+    watcher.add_done_callback(watch.disconnected)
     try:
-        await asyncio.wait([streamer, watcher], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (streamer, watcher):
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if streamer.done() and not streamer.cancelled() and streamer.exception():
-            logger.error("stream response failed", exc_info=streamer.exception())
-
-
-async def _stream(response, start: dict, send) -> None:
-    await send(start)
-    try:
+        await send(start)
+        del start
         try:
-            async for chunk in response.streaming_content:
+            async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except Exception:
             # Headers are out: the one way left to report it is to end the
             # response, never to leave the client waiting on it.
             logger.exception("stream response failed")
         await send({"type": "http.response.body", "body": b""})
+    except asyncio.CancelledError:
+        # Ours (the client left) is absorbed; anyone else's goes on.
+        if not watch.left or task.uncancel() > 0:
+            raise
+    except Exception:
+        logger.error("stream response failed", exc_info=True)
     finally:
-        close = getattr(response.streaming_content, "aclose", None)
+        watch.streaming = False
+        if not watcher.done():
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        close = getattr(chunks, "aclose", None)
         if close is not None:
             with contextlib.suppress(Exception):
                 await close()
+
+
+class _Watch:
+    """Cancels a streaming task once its client disconnects, while it streams."""
+
+    __slots__ = ("left", "streaming", "task")
+
+    def __init__(self, task: asyncio.Task) -> None:
+        self.task = task
+        self.streaming = True
+        self.left = False
+
+    def disconnected(self, _watcher: asyncio.Future) -> None:
+        if self.streaming:
+            self.left = True
+            self.task.cancel()
 
 
 async def _until_disconnect(receive) -> None:
