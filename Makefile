@@ -43,9 +43,14 @@ run: install sessions-ui
 # The production preset (docs/deployment.md): granian, the fastest ASGI server
 # that serves the project correctly on this machine (docs/performance.md), one
 # worker process per core, DEBUG off. {python}, {port} and {app} are filled in.
+# Every SSE reader is a request in progress: --backpressure (granian's default
+# is backlog / workers) must exceed the readers one worker holds. The smallest
+# HTTP/1 buffer cuts about 9 KB per idle reader; request heads over 8 KB get 431
+# (docs/performance.md, "Memory per idle SSE reader").
 SERVE_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SERVE_CMD ?= {python} -m granian --interface asginl --host 127.0.0.1 --port {port} \
-	--workers $(SERVE_WORKERS) --loop uvloop --no-access-log --backlog 4096 {app}
+	--workers $(SERVE_WORKERS) --loop uvloop --no-access-log --backlog 4096 \
+	--backpressure 16384 --http1-buffer-size 8192 {app}
 
 $(VENV)/.serve-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e ".[example,test,docs,serve]"
