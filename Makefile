@@ -23,7 +23,7 @@ AI_JS := tests/js_ai
 SESSIONS_UI := example_project/sessions/frontend
 SESSIONS_BUNDLE := example_project/sessions/static/sessions/session.js
 
-.PHONY: install run serve test pytest pytest-django6 conformance conformance-serve lint clean bench state-client ai-clients chromium nginx sessions-ui docs package-check
+.PHONY: install run serve test pytest pytest-django6 conformance conformance-serve lint clean bench state-client ai-clients chromium nginx varnish sessions-ui docs package-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -97,10 +97,14 @@ chromium:
 nginx:
 	@test -x /usr/sbin/nginx || (apt-get update && apt-get install -y nginx-light)
 
+# The other tested cache (deploy/varnish-cache.vcl), run the same ways: Debian's varnish.
+varnish:
+	@test -x /usr/sbin/varnishd || (apt-get update && apt-get install -y varnish)
+
 test: state-client ai-clients sessions-ui docs pytest pytest-django6 conformance package-check
 
 # The system Postgres on 127.0.0.1:5432 when it answers, else an embedded one.
-pytest: install state-client ai-clients sessions-ui chromium nginx
+pytest: install state-client ai-clients sessions-ui chromium nginx varnish
 	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)) $(PY) -m pytest
 
 $(VENV_DJ6)/.installed: pyproject.toml
@@ -110,7 +114,7 @@ $(VENV_DJ6)/.installed: pyproject.toml
 	$(VENV_DJ6)/bin/python -m pip install -q -e ".[example,test]" "django>=6.0,<6.1"
 	touch $@
 
-pytest-django6: $(VENV_DJ6)/.installed state-client ai-clients sessions-ui chromium nginx
+pytest-django6: $(VENV_DJ6)/.installed state-client ai-clients sessions-ui chromium nginx varnish
 	DATABASE_URL=$$($(PY) -m example_project.embedded url $(TEST_DB)_dj6) \
 		$(VENV_DJ6)/bin/python -m pytest -p no:cacheprovider
 
@@ -134,7 +138,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e ".[example,test,bench]"
 	touch $@
 
-bench: install nginx $(VENV)/.bench-installed $(BENCH_REF)/node_modules/.installed
+bench: install nginx varnish $(VENV)/.bench-installed $(BENCH_REF)/node_modules/.installed
 	$(PY) -m bench $(BENCH_ARGS)
 
 # The wheel and sdist as released: built, twine-checked, and the wheel installed

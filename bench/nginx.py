@@ -1,6 +1,6 @@
 """nginx with the shipped cache configuration (deploy/nginx-cache.conf), in
 front of a server on loopback: for ``make bench``'s cache scenario and the
-test that proves the collapsing (tests/acceptance/test_nginx_cache.py).
+test that proves the collapsing (tests/acceptance/test_cache_proxies.py).
 
 The configuration file is used as shipped; only the values a deployment
 adapts (origin address, listen port, cache path) are replaced, plus a

@@ -1,6 +1,7 @@
-"""The shipped nginx cache configuration (deploy/nginx-cache.conf) in front of
-daphne: long-poll readers collapse into about one origin request per append,
-every reader gets every message once; SSE and HEAD pass through uncached."""
+"""The shipped cache configurations (deploy/nginx-cache.conf and
+deploy/varnish-cache.vcl) in front of daphne: long-poll readers collapse into
+about one origin request per append, every reader gets every message once;
+SSE and HEAD pass through uncached."""
 
 from __future__ import annotations
 
@@ -10,14 +11,11 @@ import time
 import httpx
 import pytest
 
-from bench.nginx import NginxCache, available
+from bench import nginx, varnish
 
 from ..support import await_waiting_readers, unique
 
-pytestmark = [
-    pytest.mark.django_db,
-    pytest.mark.skipif(not available(), reason="nginx is installed by `make pytest`"),
-]
+pytestmark = pytest.mark.django_db
 
 TEXT = {"Content-Type": "text/plain"}
 READERS = 40
@@ -33,9 +31,33 @@ def origin(server_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def cache(origin):
-    proxy = NginxCache(origin.port, lock_timeout=90).start()
+# What each cache says in X-Cache-Status for a request it sent on uncached.
+BYPASSED = {"nginx": "BYPASS", "varnish": "PASS"}
+
+
+CACHES = [
+    pytest.param(
+        kind,
+        marks=pytest.mark.skipif(
+            not module.available(), reason=f"{kind} is installed by `make pytest`"
+        ),
+    )
+    for kind, module in (("nginx", nginx), ("varnish", varnish))
+]
+
+
+def _start(kind: str, origin_port: int):
+    if kind == "nginx":
+        proxy = nginx.NginxCache(origin_port, lock_timeout=90).start()
+    else:
+        proxy = varnish.VarnishCache(origin_port).start()
+    proxy.kind = kind
+    return proxy
+
+
+@pytest.fixture(scope="module", params=CACHES)
+def cache(request, origin):
+    proxy = _start(request.param, origin.port)
     yield proxy
     proxy.stop()
 
@@ -54,7 +76,7 @@ async def _reader(client: httpx.AsyncClient, url: str, offset: str, want: int, g
         cursor = response.headers.get("Stream-Cursor")
 
 
-async def _run_readers(cache: NginxCache, origin, url: str, tail: str) -> list[list[bytes]]:
+async def _run_readers(cache, origin, url: str, tail: str) -> list[list[bytes]]:
     path = url.split(cache.url, 1)[1]
     direct = origin.url + path
     got: list[list[bytes]] = [[] for _ in range(READERS)]
@@ -71,7 +93,7 @@ async def _run_readers(cache: NginxCache, origin, url: str, tail: str) -> list[l
             # reader has the previous message: all of them wait on one key.
             await asyncio.to_thread(await_waiting_readers, origin.url, 1)
             await _until(lambda n=n: all(len(g) == n for g in got), tasks)
-            await asyncio.sleep(0.2)  # the rest queue on nginx's lock
+            await asyncio.sleep(0.2)  # the rest queue on the cache's lock
             response = await writer.post(direct, headers=TEXT, content=f"m{n}".encode())
             assert response.status_code == 204
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
@@ -89,13 +111,13 @@ async def _until(condition, tasks, limit: float = 60) -> None:
 
 
 def test_long_poll_readers_through_the_cache_cost_one_origin_request_per_append(origin, cache):
-    path = unique("nginx")
+    path = unique("cache")
     url = f"{cache.url}/v1/stream/{path}"
     tail = httpx.put(origin.stream_url(path), headers=TEXT).headers["Stream-Next-Offset"]
     before = cache.origin_reads()
     got = asyncio.run(_run_readers(cache, origin, url, tail))
     assert all(g == [f"m{n}".encode() for n in range(APPENDS)] for g in got), got[:3]
-    # Wait for nginx to log the last requests (it logs each when it ends).
+    # nginx logs a request when it ends: let it log the last ones.
     time.sleep(0.5)
     origin_reads = cache.origin_reads() - before
     # One request per append collects its data; one more waits for the next
@@ -105,7 +127,7 @@ def test_long_poll_readers_through_the_cache_cost_one_origin_request_per_append(
 
 
 def test_the_close_reaches_every_waiting_reader_through_one_origin_request(origin, cache):
-    path = unique("nginx-close")
+    path = unique("cache-close")
     url = f"{cache.url}/v1/stream/{path}"
     tail = httpx.put(origin.stream_url(path), headers=TEXT).headers["Stream-Next-Offset"]
 
@@ -130,20 +152,62 @@ def test_the_close_reaches_every_waiting_reader_through_one_origin_request(origi
 
 
 def test_sse_and_head_pass_through_the_cache(origin, cache):
-    path = unique("nginx-sse")
+    path = unique("cache-sse")
     url = f"{cache.url}/v1/stream/{path}"
     httpx.put(origin.stream_url(path), headers=TEXT, content=b"abc")
     for _ in range(2):
         head = httpx.head(url)
         assert head.status_code == 200 and head.headers["X-Cache-Status"] != "HIT"
-        # The origin answered a HEAD (no-store), not a GET nginx made of it.
+        # The origin answered a HEAD (no-store), not a GET the cache made of it.
         assert head.headers["Cache-Control"] == "no-store"
         assert head.headers["Stream-Next-Offset"]
     with httpx.stream("GET", url, params={"offset": "-1", "live": "sse"}, timeout=30) as sse:
-        assert sse.headers["X-Cache-Status"] == "BYPASS"
+        assert sse.headers["X-Cache-Status"] == BYPASSED[cache.kind]
         assert sse.headers["Content-Type"].startswith("text/event-stream")
         first = next(sse.iter_raw())
         assert b"abc" in first
     # A catch-up read is cached: the second one is a hit.
     httpx.get(url, params={"offset": "-1"})
     assert httpx.get(url, params={"offset": "-1"}).headers["X-Cache-Status"] == "HIT"
+
+
+@pytest.fixture(scope="module")
+def idle_origin(server_factory):
+    server = server_factory(DS_TEST_LONG_POLL_TIMEOUT="2")
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("kind", [CACHES[1]])
+def test_a_long_poll_timeout_reaches_every_waiting_reader_through_one_origin_request(
+    idle_origin, kind
+):
+    # The timeout 204 is no-store. Handed only to the request that fetched it,
+    # the readers waiting behind it would each go to the server (Varnish's
+    # hit-for-miss), or one after another, each waiting a whole timeout.
+    proxy = _start(kind, idle_origin.port)
+    try:
+        path = unique("cache-idle")
+        url = f"{proxy.url}/v1/stream/{path}"
+        tail = httpx.put(idle_origin.stream_url(path), headers=TEXT).headers["Stream-Next-Offset"]
+
+        async def run() -> tuple[list[httpx.Response], int, float]:
+            async with httpx.AsyncClient(
+                timeout=60, limits=httpx.Limits(max_connections=READERS + 5)
+            ) as client:
+                params = {"live": "long-poll", "offset": tail}
+                before = proxy.origin_reads()
+                t0 = time.monotonic()
+                tasks = [
+                    asyncio.create_task(client.get(url, params=params)) for _ in range(READERS)
+                ]
+                responses = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+                return responses, before, time.monotonic() - t0
+
+        responses, before, elapsed = asyncio.run(run())
+        assert {r.status_code for r in responses} == {204}
+        assert len({r.headers["Stream-Cursor"] for r in responses}) == 1
+        assert proxy.origin_reads() - before == 1
+        assert elapsed < 2 * 2, elapsed  # one timeout, not one after another
+    finally:
+        proxy.stop()
