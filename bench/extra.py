@@ -3,21 +3,25 @@
 * **ceiling**: the trivial ASGI app (``bench/trivial.py``) under the same
   server command, loaded like scenario 1 (8 writers, one POST each at a time):
   what the ASGI server alone allows here, the figure our appends compare with;
-* **cache**: nginx with the shipped ``deploy/nginx-cache.conf`` in front of
-  our server; long-poll readers of one stream through it while a writer
-  appends to the origin directly. Reports delivery latency, whether every
-  reader got every message once, and origin requests per append (from
-  nginx's log: requests it passed to the origin).
+* **cache**: a shared cache in front of our server, nginx with the shipped
+  ``deploy/nginx-cache.conf`` or Varnish with ``deploy/varnish-cache.vcl``;
+  long-poll readers of one stream through it while a writer appends to the
+  origin directly. Reports delivery latency, whether every reader got every
+  message once, and origin requests per append (requests the cache passed to
+  the origin: nginx's log, Varnish's ``MAIN.backend_req`` counter).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
+import psutil
+
+from . import nginx, varnish
 from .httpclient import Connection
-from .nginx import NginxCache, available
 from .scenarios import Bench, WorkerGroup, delivery_figures, ms, percentile, rate, split
 from .servers import RunningServer, ServerSpec
 
@@ -60,34 +64,58 @@ async def ceiling(spec: ServerSpec, bench_params: Any, run_id: str) -> dict:
     }
 
 
-async def cache(bench: Bench, readers: int) -> dict:
-    """``readers`` long-poll readers through nginx; appends at the fan-out rate."""
-    if not available():
-        return {"skipped": "nginx is not installed (make nginx)", "errors": 0}
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its children (the cache's workers)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+# The caches scenario 7 can put in front, and the result key of each.
+CACHES = {"nginx": "cache", "varnish": "cache_varnish"}
+
+
+async def cache(bench: Bench, readers: int, kind: str = "nginx") -> dict:
+    """``readers`` long-poll readers through the ``kind`` cache; appends at the fan-out rate."""
+    module = {"nginx": nginx, "varnish": varnish}[kind]
+    if not module.available():
+        return {"skipped": f"{kind} is not installed (make {kind})", "errors": 0}
     p = bench.p
-    proxy = NginxCache(bench.port, workers=1).start()
+    if kind == "nginx":
+        proxy = nginx.NginxCache(bench.port, workers=1).start()
+    else:
+        proxy = varnish.VarnishCache(bench.port).start()
     conn = Connection(bench.host, bench.port)
     out: dict[str, Any] = {"readers": readers}
     try:
-        path = bench.path(f"cache{readers}")
+        path = bench.path(f"{CACHES[kind]}{readers}")
         await bench.create(conn, path, "application/json")
         cfgs = bench.reader_cfgs(path, readers, "long_poll", "127.0.0.1", proxy.port)
         group = WorkerGroup("live", cfgs)
         try:
             ready = await group.gather("ready", p.fanout_connect_seconds + 60)
             out["subscribed"] = sum(r["subscribed"] for r in ready)
-            await asyncio.sleep(1.0)  # the first long-polls reach nginx and queue on its lock
+            await asyncio.sleep(1.0)  # the first long-polls reach the cache and queue there
             before = proxy.origin_reads()
             count = round(p.fanout_seconds * p.fanout_rate)
             planned = count
             cpu0 = bench.server.cpu_seconds()
+            proxy_cpu0 = _tree_cpu(proxy.proc.pid)
             t_write = time.monotonic()
             digest, count, werrors, on_time = await bench._live_writer(
                 conn, path, count, 1 / p.fanout_rate, slack=p.writer_slack_seconds
             )
-            out["server_cpu_s_per_s"] = rate(
-                bench.server.cpu_seconds() - cpu0, time.monotonic() - t_write
-            )
+            elapsed = time.monotonic() - t_write
+            out["server_cpu_s_per_s"] = rate(bench.server.cpu_seconds() - cpu0, elapsed)
+            out["cache_cpu_s_per_s"] = rate(_tree_cpu(proxy.proc.pid) - proxy_cpu0, elapsed)
             group.broadcast("finish_by", time.monotonic() + p.drain_seconds)
             results = await group.gather("done", p.drain_seconds + 60)
         finally:
@@ -108,4 +136,4 @@ async def cache(bench: Bench, readers: int) -> dict:
     return out
 
 
-__all__ = ["cache", "ceiling", "ms", "percentile"]
+__all__ = ["CACHES", "cache", "ceiling", "ms", "percentile"]

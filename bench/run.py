@@ -69,7 +69,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         default="1,2,3,4,5,6,7,8",
         help="comma-separated subset of 1-8 (default: all; 6: the trivial-app ceiling, "
-        "7: long-poll readers through the nginx cache, 8: AI generations; ours only)",
+        "7: long-poll readers through a cache (--cache), 8: AI generations; ours only)",
+    )
+    ap.add_argument(
+        "--cache",
+        default="nginx,varnish",
+        help="scenario 7's caches, comma-separated subset of nginx,varnish (default: both)",
+    )
+    ap.add_argument(
+        "--cache-readers", type=int, default=None, help="scenario 7's long-poll readers"
     )
     ap.add_argument("--fanout", default=None, help="fan-out levels, e.g. 1000,5000,10000")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"), help="JSON results file")
@@ -219,16 +227,21 @@ def table_rows(params: Params) -> list[tuple[str, Callable[[dict], str]]]:
         "   ours appends (1 stream) / ceiling",
         lambda r: _ratio(_get(r, "appends_1", "msgs_per_s"), _get(r, "ceiling", "msgs_per_s")),
     )
-    sc = "cache"
-    add(
-        f"7. cache: {params.cache_readers:,} long-poll via nginx: all got all",
-        lambda r: _num(_get(r, "cache", "all_delivered")),
-    )
-    add(
-        "   delivery p50 / p99 / max ms",
-        lambda r: _lat(*(_get(r, "cache", k) for k in ("p50_ms", "p99_ms", "max_ms"))),
-    )
-    add("   origin requests per append", lambda r: _num(_get(r, "cache", "origin_per_append"), 2))
+    for kind in params.caches:
+        sc = extra.CACHES[kind]
+        add(
+            f"7. cache: {params.cache_readers:,} long-poll via {kind}: all got all",
+            lambda r, sc=sc: _num(_get(r, sc, "all_delivered")),
+        )
+        add(
+            "   delivery p50 / p99 / max ms",
+            lambda r, sc=sc: _lat(*(_get(r, sc, k) for k in ("p50_ms", "p99_ms", "max_ms"))),
+        )
+        add(
+            "   origin requests per append",
+            lambda r, sc=sc: _num(_get(r, sc, "origin_per_append"), 2),
+        )
+        add("   cache CPU s/s", lambda r, sc=sc: _num(_get(r, sc, "cache_cpu_s_per_s"), 2))
     add(
         f"8. {params.ai_generations} AI generations, {params.ai_rate:g} chunks/s: SSE p50 / p99 ms",
         lambda r: _lat(_get(r, "ai", "p50_ms"), _get(r, "ai", "p99_ms")),
@@ -314,12 +327,14 @@ def judge_targets(results: dict[str, dict]) -> list[dict]:
         r,
         r >= 0.8 if r else None,
     )
-    cache = ours.get("cache", {})
-    if cache.get("origin_per_append") is not None:
+    for kind, sc in extra.CACHES.items():
+        cache = ours.get(sc, {})
+        if cache.get("origin_per_append") is None:
+            continue
         per, p99 = cache["origin_per_append"], cache.get("p99_ms")
         met = bool(cache.get("all_delivered")) and per <= 2 and p99 is not None and p99 < 1000
         target(
-            f"cache: {cache.get('readers')} long-poll readers, all delivered, <= 2 origin "
+            f"cache ({kind}): {cache.get('readers')} long-poll readers, all delivered, <= 2 origin "
             "requests per append, p99 < 1 s",
             f"{per} per append, p99 {p99} ms, all delivered {cache.get('all_delivered')}",
             met,
@@ -447,10 +462,11 @@ async def run_server(spec: Any, params: Params, scenarios: set[str], run_id: str
 
 
 async def _extra_rows(spec, params, scenarios, run_id, results, fresh) -> None:
-    """Scenarios 6 (the trivial-app ceiling) and 7 (the nginx cache), ours only."""
+    """Scenarios 6 (the trivial-app ceiling) and 7 (through each cache), ours only."""
     steps = []
     if "7" in scenarios:
-        steps.append(("cache", lambda: _cache_row(fresh, params)))
+        for kind in params.caches:
+            steps.append((extra.CACHES[kind], lambda kind=kind: _cache_row(fresh, params, kind)))
     if "6" in scenarios:
         steps.append(("ceiling", lambda: extra.ceiling(spec, params, run_id)))
     for name, run in steps:
@@ -462,15 +478,22 @@ async def _extra_rows(spec, params, scenarios, run_id, results, fresh) -> None:
         print(f"   {name} ({time.monotonic() - t0:.0f}s): {summary(name, results[name])}")
 
 
-async def _cache_row(fresh, params) -> dict:
-    bench = await fresh("cache")
-    result = await extra.cache(bench, params.cache_readers)
+async def _cache_row(fresh, params, kind: str) -> dict:
+    bench = await fresh(extra.CACHES[kind])
+    result = await extra.cache(bench, params.cache_readers, kind)
     bench.server.stop()
     return result
 
 
 async def amain(args: argparse.Namespace) -> dict | None:
     params = Params.quick() if args.quick else Params()
+    params.caches = tuple(c.strip() for c in args.cache.split(",") if c.strip())
+    unknown_caches = [c for c in params.caches if c not in extra.CACHES]
+    if unknown_caches:
+        print(f"unknown cache(s): {', '.join(unknown_caches)}", file=sys.stderr)
+        return None
+    if args.cache_readers:
+        params.cache_readers = args.cache_readers
     if args.fanout:
         params.fanout_levels = tuple(int(x) for x in args.fanout.split(",") if x)
     scenarios = {s.strip() for s in args.scenarios.split(",")}
@@ -544,6 +567,7 @@ def print_report(path: str) -> None:
     fields = {f.name for f in dataclasses.fields(Params)}
     params = Params(**{k: v for k, v in report["params"].items() if k in fields})
     params.fanout_levels = tuple(params.fanout_levels)
+    params.caches = tuple(params.caches)
     labels = {k: v["label"] for k, v in report["servers"].items()}
     m = report["machine"]
     print(

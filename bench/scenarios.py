@@ -63,8 +63,9 @@ class Params:
     fanout_rate: float = 10.0
     fanout_procs: int = 4
     fanout_connect_seconds: float = 40.0
-    # scenario 7: long-poll readers through the nginx cache
+    # scenario 7: long-poll readers through each of these caches
     cache_readers: int = 5000
+    caches: tuple[str, ...] = ("nginx", "varnish")
     # after the writer is done: time for deliveries still under way
     drain_seconds: float = 10.0
     # the closed-loop writer gives up this long after its planned end
