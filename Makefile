@@ -23,7 +23,7 @@ AI_JS := tests/js_ai
 SESSIONS_UI := example_project/sessions/frontend
 SESSIONS_BUNDLE := example_project/sessions/static/sessions/session.js
 
-.PHONY: install run serve test pytest pytest-django6 conformance conformance-serve lint clean bench state-client ai-clients chromium nginx varnish sessions-ui docs package-check
+.PHONY: install run serve serve-cmd test pytest pytest-django6 conformance conformance-serve lint clean bench state-client ai-clients chromium nginx varnish sessions-ui docs package-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ SERVE_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SERVE_CMD ?= {python} -m granian --interface asginl --host 127.0.0.1 --port {port} \
 	--workers $(SERVE_WORKERS) --loop uvloop --no-access-log --backlog 4096 \
 	--backpressure 16384 --http1-buffer-size 8192 {app}
+
+# The command `make serve` runs ({python} and {port} left to fill): the bench's
+# "serve" server (bench/servers.py) is exactly this.
+serve-cmd:
+	@echo '$(subst {app},example_project.asgi:application,$(SERVE_CMD))'
 
 $(VENV)/.serve-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e ".[example,test,docs,serve]"

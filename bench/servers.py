@@ -41,18 +41,15 @@ BENCH_DB = os.environ.get("BENCH_DB") or "durable_streams_bench"
 # ASGI servers for ``BENCH_SERVER``; {python} and {port} are filled in.
 # Backlogs are raised so 10,000 readers connecting in waves are not refused;
 # granian's "asginl" is ASGI without lifespan (the project's router has none).
-SERVER_COMMANDS = {
+SERVER_COMMANDS: dict[str, str | None] = {
     "daphne": "{python} -m daphne -b 127.0.0.1 -p {port} example_project.asgi:application",
     "uvicorn": (
         "{python} -m uvicorn --host 127.0.0.1 --port {port} --no-access-log --lifespan off "
         "--backlog 4096 example_project.asgi:application"
     ),
     # make serve's production preset: granian, one worker per core.
-    "serve": (
-        "{python} -m granian --interface asginl --host 127.0.0.1 --port {port} --no-access-log "
-        f"--workers {os.cpu_count() or 2} --loop uvloop --backlog 4096 --backpressure 16384 "
-        "example_project.asgi:application"
-    ),
+    # make serve's own command, read from the Makefile (serve_command()).
+    "serve": None,
     "granian": (
         "{python} -m granian --interface asginl --host 127.0.0.1 --port {port} --no-access-log "
         "--backlog 4096 --backpressure 16384 example_project.asgi:application"
@@ -75,8 +72,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_command() -> str:
+    """The command ``make serve`` runs (the Makefile's ``SERVE_CMD``), so the
+    bench measures the production preset exactly as it is shipped."""
+    return subprocess.run(
+        ["make", "-s", "--no-print-directory", "serve-cmd"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
 def ours_spec(server_cmd: str | None, server_name: str) -> ServerSpec:
-    template = server_cmd or SERVER_COMMANDS[server_name]
+    template = server_cmd or SERVER_COMMANDS[server_name] or serve_command()
     label = "ours" + ("" if server_cmd else f" ({server_name})")
     python = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
     command = shlex.split(template.replace("{python}", python))
