@@ -42,24 +42,23 @@ class _ArrayDumper(Dumper):
     format = pq.Format.BINARY
     element_oid = 0
 
-    def dump(self, obj: list[Any]) -> Buffer | None:
+    def head(self, obj: list[Any], has_null: int) -> bytes:
+        """The array's header: one dimension of ``len(obj)`` elements, or none if empty."""
         if not obj:
             return _EMPTY.pack(0, 0, self.element_oid)
-        pieces: list[Buffer] = [b""]
-        has_null = self.add_items(obj, pieces)
-        pieces[0] = _HEAD.pack(1, has_null, self.element_oid, len(obj), 1)
-        return b"".join(pieces)
+        return _HEAD.pack(1, has_null, self.element_oid, len(obj), 1)
 
-    def add_items(self, obj: list[Any], pieces: list[Buffer]) -> int:
-        """Append each element's length and binary form; 1 if any is NULL, else 0."""
-        raise NotImplementedError
+
+# Each element goes in as its length and its bytes (``pieces +=`` a tuple, not
+# two appends: these run per parameter element on every plain append).
 
 
 class _TextArrayDumper(_ArrayDumper):
     oid = postgres.types["text"].array_oid
     element_oid = postgres.types["text"].oid
 
-    def add_items(self, obj: list[str | None], pieces: list[Buffer]) -> int:
+    def dump(self, obj: list[str | None]) -> Buffer | None:
+        pieces: list[bytes] = [b""]
         has_null = 0
         for item in obj:
             if item is None:
@@ -67,29 +66,28 @@ class _TextArrayDumper(_ArrayDumper):
                 has_null = 1
             else:
                 data = item.encode()
-                pieces.append(_LENGTH.pack(len(data)))
-                pieces.append(data)
-        return has_null
+                pieces += (_LENGTH.pack(len(data)), data)
+        pieces[0] = self.head(obj, has_null)
+        return b"".join(pieces)
 
 
 class _Int8ArrayDumper(_ArrayDumper):
     oid = postgres.types["int8"].array_oid
     element_oid = postgres.types["int8"].oid
 
-    def add_items(self, obj: list[int], pieces: list[Buffer]) -> int:
-        pieces.extend([_INT8.pack(8, n) for n in obj])
-        return 0
+    def dump(self, obj: list[int]) -> Buffer | None:
+        return self.head(obj, 0) + b"".join([_INT8.pack(8, n) for n in obj])
 
 
 class _ByteaArrayDumper(_ArrayDumper):
     oid = postgres.types["bytea"].array_oid
     element_oid = postgres.types["bytea"].oid
 
-    def add_items(self, obj: list[bytes], pieces: list[Buffer]) -> int:
+    def dump(self, obj: list[bytes]) -> Buffer | None:
+        pieces: list[Buffer] = [self.head(obj, 0)]
         for data in obj:
-            pieces.append(_LENGTH.pack(len(data)))
-            pieces.append(data)
-        return 0
+            pieces += (_LENGTH.pack(len(data)), data)
+        return b"".join(pieces)
 
 
 def register(context: AdaptContext) -> None:
