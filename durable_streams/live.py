@@ -409,35 +409,30 @@ class Feed:
             if not waiter.done():
                 waiter.set_result(delivered)
 
-    async def wait(
-        self, path: str, position: int, waiter: asyncio.Future
-    ) -> tuple[ReadResult, int] | None:
-        """Wait on ``waiter`` until the next wake resolves it with the read
-        from ``position`` it made and the ``version`` that read reflects (or
-        the caller's timer with None). Raises what that read raised."""
+    def join(self, path: str, position: int, waiter: asyncio.Future) -> set[asyncio.Future]:
+        """Have the next wake resolve ``waiter`` with the read from
+        ``position`` it makes and the ``version`` that read reflects (or set
+        what that read raised). Returns the batch joined: a waiter that ends
+        otherwise (its caller's timer, a cancellation) must :meth:`leave` it;
+        a resolved one has left already (a wake takes its batches)."""
         key = (path, position)
         waiters = self._waiting.get(key)
         if waiters is None:
             waiters = self._waiting[key] = set()
         waiters.add(waiter)
-        try:
-            return await waiter
-        finally:
-            waiters.discard(waiter)
-            if not waiters and self._waiting.get(key) is waiters:
-                del self._waiting[key]
+        return waiters
+
+    def leave(self, path: str, position: int, waiters: set, waiter: asyncio.Future) -> None:
+        """Take ``waiter`` out of the batch :meth:`join` returned."""
+        waiters.discard(waiter)
+        key = (path, position)
+        if not waiters and self._waiting.get(key) is waiters:
+            del self._waiting[key]
 
 
 def _expire(waiter: asyncio.Future) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _shorter(a: float | None, b: float | None) -> float | None:
-    """The shorter of two waits, None being no limit."""
-    if a is None or b is None:
-        return b if a is None else a
-    return min(a, b)
 
 
 class Idle:
@@ -514,7 +509,7 @@ class Follow:
         self._mark = 0
         self._first: ReadResult | None = None
         self._events: AsyncIterator[ReadResult | Idle] | None = None
-        # The current wait's future and the timer that may end it (see _ring_within).
+        # The current wait's future and the timer that may end it (see _ring_at).
         self._waiter: asyncio.Future | None = None
         self._alarm: asyncio.TimerHandle | None = None
         self._alarm_at = 0.0
@@ -581,9 +576,6 @@ class Follow:
         if self._events is not None:
             await self._events.aclose()  # type: ignore[attr-defined]
 
-    def _remaining(self) -> float | None:
-        return None if self.until is None else self.until - time.monotonic()
-
     async def _run(self) -> AsyncIterator[ReadResult | Idle]:
         result = first = await self.start()
         listener = self._listener
@@ -599,11 +591,15 @@ class Follow:
             # Committed between the first read and subscribing? Read again.
             stale = listener.notified_since(stream_id, self._mark)
             seen = feed.version
-            quiet_since = time.monotonic()
+            until, idle = self.until, self.idle
+            path = self.path
             while True:
+                # One clock reading per step, taken after the consumer had the result.
                 if result is first or result.units or result.closed:
                     yield result
-                    quiet_since = time.monotonic()
+                    now = quiet_since = time.monotonic()
+                else:
+                    now = time.monotonic()
                 if result.closed or _stopping:
                     return
                 delivered = None
@@ -611,32 +607,44 @@ class Follow:
                     if not connected:
                         await listener.start()
                         connected = True
+                        now = time.monotonic()
                     # A wake since our latest read (feed.version moved): read again.
                     while feed.version == seen:
-                        remaining = self._remaining()
-                        if (remaining is not None and remaining <= 0) or _stopping:
+                        if (until is not None and now >= until) or _stopping:
                             return
-                        idle_left = None
-                        if self.idle is not None:
-                            idle_left = self.idle - (time.monotonic() - quiet_since)
-                            if idle_left <= 0:
+                        # This wait ends by the deadline, the idle interval and,
+                        # without notifications, the fallback re-read, at the latest.
+                        ring_at = until
+                        if idle is not None:
+                            idle_at = quiet_since + idle
+                            if idle_at <= now:
                                 yield IDLE
-                                quiet_since = time.monotonic()
+                                now = quiet_since = time.monotonic()
                                 continue
-                        seconds = _shorter(remaining, idle_left)
-                        if not listener.healthy:
-                            # No notifications: re-read on the fallback interval.
-                            seconds = _shorter(seconds, ds_settings.FALLBACK_POLL_INTERVAL)
+                            if ring_at is None or idle_at < ring_at:
+                                ring_at = idle_at
+                        healthy = listener.healthy
+                        if not healthy:
+                            fallback_at = now + ds_settings.FALLBACK_POLL_INTERVAL
+                            if ring_at is None or fallback_at < ring_at:
+                                ring_at = fallback_at
                         waiter = self._waiter = loop.create_future()
-                        self._ring_within(loop, seconds)
+                        if ring_at is not None:
+                            self._ring_at(loop, ring_at, now)
+                        position = self._position
+                        assert position is not None
+                        waiters = feed.join(path, position, waiter)
                         try:
-                            delivered = await feed.wait(self.path, self._position, waiter)
+                            delivered = await waiter
                         except Exception as exc:
                             self._fail(exc)
                         finally:
                             self._waiter = None
-                        if delivered is not None or not listener.healthy:
+                            if delivered is None:
+                                feed.leave(path, position, waiters, waiter)
+                        if delivered is not None or not healthy:
                             break
+                        now = time.monotonic()
                     if _stopping:
                         return
                 stale = False
@@ -653,21 +661,19 @@ class Follow:
                 self._alarm.cancel()
                 self._alarm = None
 
-    def _ring_within(self, loop: asyncio.AbstractEventLoop, seconds: float | None) -> None:
-        """End the current wait (with None) after ``seconds`` at the latest.
+    def _ring_at(self, loop: asyncio.AbstractEventLoop, when: float, now: float) -> None:
+        """End the current wait (with None) at ``when`` (a ``time.monotonic()``
+        instant; ``now`` is the current one) at the latest.
 
         One timer serves many waits: it is replaced only when it would ring
         too late, and ringing early just makes the loop wait again. So a
         follower woken by every append does not create and cancel a timer
         each time (its idle and deadline timers are seconds away).
         """
-        if seconds is None:
-            return
-        when = loop.time() + seconds
         if self._alarm is None or self._alarm_at > when:
             if self._alarm is not None:
                 self._alarm.cancel()
-            self._alarm = loop.call_at(when, self._ring)
+            self._alarm = loop.call_later(when - now, self._ring)
             self._alarm_at = when
 
     def _ring(self) -> None:
