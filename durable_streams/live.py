@@ -629,7 +629,9 @@ class Follow:
                             if ring_at is None or fallback_at < ring_at:
                                 ring_at = fallback_at
                         waiter = self._waiter = loop.create_future()
-                        if ring_at is not None:
+                        if ring_at is not None and (
+                            self._alarm is None or self._alarm_at > ring_at
+                        ):
                             self._ring_at(loop, ring_at, now)
                         position = self._position
                         assert position is not None
@@ -650,7 +652,7 @@ class Follow:
                 stale = False
                 if delivered is not None:
                     result, seen = delivered
-                    self._took(result)
+                    self._position, self.last = result.next_position, result  # as _took does
                 else:
                     seen = feed.version
                     result = await self._read(max(feed.woken_at, subscribed_at))
@@ -670,11 +672,12 @@ class Follow:
         follower woken by every append does not create and cancel a timer
         each time (its idle and deadline timers are seconds away).
         """
-        if self._alarm is None or self._alarm_at > when:
-            if self._alarm is not None:
-                self._alarm.cancel()
-            self._alarm = loop.call_later(when - now, self._ring)
-            self._alarm_at = when
+        if self._alarm is not None:
+            if self._alarm_at <= when:
+                return
+            self._alarm.cancel()
+        self._alarm = loop.call_later(when - now, self._ring)
+        self._alarm_at = when
 
     def _ring(self) -> None:
         self._alarm = None
