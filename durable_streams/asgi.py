@@ -37,7 +37,7 @@ from django.http import HttpResponse
 from .conf import ds_settings
 from .exceptions import PayloadTooLarge
 from .targets import origin_form
-from .views import error_response, serve
+from .views import EventStreamResponse, error_response, serve
 
 logger = logging.getLogger("durable_streams.requests")
 
@@ -127,7 +127,9 @@ async def _send_response(response: HttpResponse | None, receive, send) -> None:
         await send(start)
         await send({"type": "http.response.body", "body": response.content})
         return
-    chunks = response.streaming_content
+    chunks = (
+        response.events if isinstance(response, EventStreamResponse) else response.streaming_content
+    )
     # An idle SSE reader may wait for hours: from here on hold only the
     # chunks, not the response (its headers) nor the start message.
     del response

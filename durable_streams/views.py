@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -426,6 +427,16 @@ async def _long_poll(request: HttpRequest, path: str, position: int | None) -> H
     return response
 
 
+class EventStreamResponse(StreamingHttpResponse):
+    """An SSE response. ``events`` is its body as it is made, already bytes:
+    the lean ASGI app sends it as it comes, without Django's per-chunk
+    conversion (``streaming_content``, which the URLconf's handler uses)."""
+
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        super().__init__(events, content_type="text/event-stream")
+        self.events = events
+
+
 async def _sse(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
     follow = live.Follow(
         path,
@@ -437,9 +448,7 @@ async def _sse(request: HttpRequest, path: str, position: int | None) -> HttpRes
     first = await follow.start()
     text_mode = content.is_text(first.stream.content_type)
     cursor = next_cursor(request.GET.get("cursor"))
-    response = StreamingHttpResponse(
-        sse.events(follow, cursor, text_mode), content_type="text/event-stream"
-    )
+    response = EventStreamResponse(sse.events(follow, cursor, text_mode))
     if not text_mode:
         response["Stream-SSE-Data-Encoding"] = "base64"
     response["Cache-Control"] = "no-cache"
