@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 
 from django.utils import timezone
 
@@ -123,15 +124,16 @@ class ReadResult:
         """The read of nothing at ``position``: an empty body of the stream's kind."""
         return cls(stream, b"[]" if stream.is_json else b"", position, position, 0)
 
-    @property
+    # Cached: one read is shared by every reader of a stream (live.Feed).
+    @cached_property
     def up_to_date(self) -> bool:
         return self.next_position >= self.stream.tail
 
-    @property
+    @cached_property
     def closed(self) -> bool:
         """EOF: the stream is closed and this chunk reaches its final offset."""
         return self.stream.closed and self.up_to_date
 
-    @property
+    @cached_property
     def next_offset(self) -> str:
         return offsets.encode(self.next_position)
