@@ -58,11 +58,11 @@ def render(result: ReadResult, cursor: str, decoder, text_mode: bool) -> bytes:
     the reader's previous chunk), with the decoder state it leaves behind.
     """
     pending = decoder.getstate() if text_mode else None
-    renderings = _cache(result)
+    renderings = _renderings.get(id(result)) or _cache(result)
     cached = renderings.get((cursor, pending))
     if cached is not None:
         out, state = cached
-        if text_mode:
+        if state != pending:
             decoder.setstate(state)
         return out
     text = ""
