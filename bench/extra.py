@@ -14,16 +14,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
-
-import psutil
 
 from . import nginx, varnish
 from .httpclient import Connection
 from .scenarios import Bench, WorkerGroup, delivery_figures, ms, percentile, rate, split
-from .servers import RunningServer, ServerSpec
+from .servers import RunningServer, ServerSpec, tree_cpu_seconds
 
 APP = "example_project.asgi:application"
 TRIVIAL = "bench.trivial:app"
@@ -64,21 +61,6 @@ async def ceiling(spec: ServerSpec, bench_params: Any, run_id: str) -> dict:
     }
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by a process and its children (the cache's workers)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
-
-
 # The caches scenario 7 can put in front, and the result key of each.
 CACHES = {"nginx": "cache", "varnish": "cache_varnish"}
 
@@ -108,14 +90,14 @@ async def cache(bench: Bench, readers: int, kind: str = "nginx") -> dict:
             count = round(p.fanout_seconds * p.fanout_rate)
             planned = count
             cpu0 = bench.server.cpu_seconds()
-            proxy_cpu0 = _tree_cpu(proxy.proc.pid)
+            proxy_cpu0 = tree_cpu_seconds(proxy.proc.pid)
             t_write = time.monotonic()
             digest, count, werrors, on_time = await bench._live_writer(
                 conn, path, count, 1 / p.fanout_rate, slack=p.writer_slack_seconds
             )
             elapsed = time.monotonic() - t_write
             out["server_cpu_s_per_s"] = rate(bench.server.cpu_seconds() - cpu0, elapsed)
-            out["cache_cpu_s_per_s"] = rate(_tree_cpu(proxy.proc.pid) - proxy_cpu0, elapsed)
+            out["cache_cpu_s_per_s"] = rate(tree_cpu_seconds(proxy.proc.pid) - proxy_cpu0, elapsed)
             group.broadcast("finish_by", time.monotonic() + p.drain_seconds)
             results = await group.gather("done", p.drain_seconds + 60)
         finally:

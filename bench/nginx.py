@@ -15,22 +15,15 @@ import pwd
 import re
 import resource
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from . import daemons
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "deploy" / "nginx-cache.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def available() -> bool:
@@ -44,7 +37,7 @@ class NginxCache:
         self.origin_port = origin_port
         self.workers = workers
         self.lock_timeout = lock_timeout
-        self.port = _free_port()
+        self.port = daemons.free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ds-nginx-"))
         self.proc: subprocess.Popen | None = None
 
@@ -96,25 +89,15 @@ http {{
     def start(self, within: float = 15.0) -> NginxCache:
         conf = self.dir / "nginx.conf"
         conf.write_text(self.render())
-        log = (self.dir / "stderr.log").open("wb")
-        self.proc = subprocess.Popen(
+        self.proc = daemons.start(
+            "nginx",
             [NGINX, "-p", str(self.dir), "-c", str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            port=self.port,
+            log_path=self.dir / "stderr.log",
+            log_tail=self.log_tail,
+            within=within,
         )
-        log.close()
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.log_tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"nginx did not listen within {within:.0f}s: {self.log_tail()}")
+        return self
 
     def log_tail(self) -> str:
         out = []
@@ -145,12 +128,6 @@ http {{
         return sum(1 for m, _, _, _, origin in self.entries() if m == "GET" and origin)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        daemons.stop(self.proc)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -84,6 +84,21 @@ def serve_command() -> str:
     ).stdout.strip()
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by process ``pid`` and its children."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 def ours_spec(server_cmd: str | None, server_name: str) -> ServerSpec:
     template = server_cmd or SERVER_COMMANDS[server_name] or serve_command()
     label = "ours" + ("" if server_cmd else f" ({server_name})")
@@ -218,19 +233,7 @@ class RunningServer:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by the server process and its children."""
-        if self.proc is None:
-            return 0.0
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0.0
-        total = 0.0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-        return total
+        return 0.0 if self.proc is None else tree_cpu_seconds(self.proc.pid)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

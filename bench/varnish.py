@@ -1,6 +1,6 @@
 """Varnish with the shipped cache configuration (deploy/varnish-cache.vcl), in
 front of a server on loopback: for ``make bench``'s cache scenario and the
-test that proves the collapsing (tests/acceptance/test_varnish_cache.py).
+test that proves the collapsing (tests/acceptance/test_cache_proxies.py).
 
 The VCL is used as shipped; only the backend address is replaced. varnishd
 runs in the foreground as the current user, its working directory (``-n``)
@@ -12,23 +12,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from . import daemons
 
 ROOT = Path(__file__).resolve().parent.parent
 VCL = ROOT / "deploy" / "varnish-cache.vcl"
 VARNISHD = shutil.which("varnishd") or "/usr/sbin/varnishd"
 VARNISHSTAT = shutil.which("varnishstat") or "/usr/bin/varnishstat"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def available() -> bool:
@@ -41,7 +34,7 @@ class VarnishCache:
     def __init__(self, origin_port: int, *, memory: str = "256m"):
         self.origin_port = origin_port
         self.memory = memory
-        self.port = _free_port()
+        self.port = daemons.free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ds-varnish-"))
         self.proc: subprocess.Popen | None = None
 
@@ -56,7 +49,6 @@ class VarnishCache:
     def start(self, within: float = 30.0) -> VarnishCache:
         vcl = self.dir / "durable-streams.vcl"
         vcl.write_text(self.render())
-        log = (self.dir / "stderr.log").open("wb")
         command = [
             VARNISHD,
             "-F",
@@ -76,24 +68,15 @@ class VarnishCache:
             "-p",
             "thread_stats_rate=1",
         ]
-        self.proc = subprocess.Popen(
+        self.proc = daemons.start(
+            "varnishd",
             command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            port=self.port,
+            log_path=self.dir / "stderr.log",
+            log_tail=self.log_tail,
+            within=within,
         )
-        log.close()
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"varnishd exited: {self.log_tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"varnishd did not listen within {within:.0f}s: {self.log_tail()}")
+        return self
 
     def log_tail(self) -> str:
         path = self.dir / "stderr.log"
@@ -117,12 +100,6 @@ class VarnishCache:
         return self.counters("MAIN.backend_req").get("MAIN.backend_req", 0)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        daemons.stop(self.proc)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
