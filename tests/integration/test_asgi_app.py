@@ -5,6 +5,7 @@ which buffers whole bodies) may deliver them."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -121,3 +122,42 @@ async def test_a_client_that_disconnects_mid_body_creates_nothing(app):
     await call(app, "PUT", f"/v1/stream/{path}", messages, [("Content-Type", "text/plain")])
     with pytest.raises(NotFound):
         await api.ahead(path)
+
+
+async def test_an_sse_client_that_leaves_ends_its_response_at_once_and_lets_go_of_its_follow(app):
+    from durable_streams import live
+
+    path = unique()
+    await api.acreate_stream(path, content_type="text/plain", data="x")
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": f"/v1/stream/{path}",
+        "query_string": b"offset=-1&live=sse",
+        "headers": [],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    messages = [{"type": "http.request", "body": b""}]
+    left = asyncio.Event()
+
+    async def receive() -> dict:
+        if messages:
+            return messages.pop(0)
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    chunks: list[bytes] = []
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            chunks.append(message["body"])
+            left.set()  # the client goes once it has the first event
+
+    # The test settings keep an SSE response open for 5 s: ending well
+    # before means the disconnect ended it, and normally (not cancelled).
+    started = time.monotonic()
+    await asyncio.wait_for(app(scope, receive, send), 20)
+    assert time.monotonic() - started < 2.5
+    assert b"event: data\ndata:x\n" in chunks[0]
+    assert live.get_listener().waiting() == 0
