@@ -629,9 +629,7 @@ class Follow:
                             if ring_at is None or fallback_at < ring_at:
                                 ring_at = fallback_at
                         waiter = self._waiter = loop.create_future()
-                        if ring_at is not None and (
-                            self._alarm is None or self._alarm_at > ring_at
-                        ):
+                        if ring_at is not None:
                             self._ring_at(loop, ring_at, now)
                         position = self._position
                         assert position is not None
@@ -652,7 +650,7 @@ class Follow:
                 stale = False
                 if delivered is not None:
                     result, seen = delivered
-                    self._position, self.last = result.next_position, result  # as _took does
+                    self._took(result)
                 else:
                     seen = feed.version
                     result = await self._read(max(feed.woken_at, subscribed_at))
