@@ -371,9 +371,8 @@ def _read_response(result: storage.ReadResult, *, status: int = 200) -> HttpResp
 async def _catch_up(request: HttpRequest, path: str, position: int | None) -> HttpResponse:
     result = await storage.aread(path, position)
     if position is None:
-        # offset=now: no data, the tail, and nothing a cache should keep.
+        # offset=now: a read from the tail (no data), and nothing a cache should keep.
         response = _read_response(result)
-        response.content = storage.ReadResult.nothing_at(result.stream, result.next_position).body
         response["Cache-Control"] = "no-store"
         return response
     etag = _etag(result)
