@@ -84,15 +84,19 @@ def serve_command() -> str:
     ).stdout.strip()
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) used so far by process ``pid`` and its children."""
+def process_tree(pid: int) -> list[psutil.Process]:
+    """Process ``pid`` and all its children (none if it is gone)."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0.0
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by process ``pid`` and its children."""
     total = 0.0
-    for p in procs:
+    for p in process_tree(pid):
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
@@ -220,13 +224,8 @@ class RunningServer:
         """Resident memory of the server process and all its children, in bytes."""
         if self.proc is None:
             return 0
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0
         total = 0
-        for p in procs:
+        for p in process_tree(self.proc.pid):
             with contextlib.suppress(psutil.Error):
                 total += p.memory_info().rss
         return total
